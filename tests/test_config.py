@@ -1,0 +1,88 @@
+import pytest
+
+from core.config import (ConfigError, check_config, get_default_config, get_model_name,
+                         update_config, update_config_from_list, update_dir)
+
+
+def write(tmp_path, text, name='exp.yaml'):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults_are_the_originals():
+    cfg = get_default_config()
+    assert cfg.MODEL.NAME == 'pose_resnet'
+    assert cfg.MODEL.EXTRA.NUM_DECONV_FILTERS == [256, 256, 256]
+    assert cfg.TEST.OKS_THRE == 0.5 and cfg.TEST.IN_VIS_THRE == 0.0
+    assert cfg.TRAIN.LR_STEP == [90, 110] and cfg.TRAIN.END_EPOCH == 140
+    assert cfg.DATASET.ROT_FACTOR == 30 and cfg.DATASET.SCALE_FACTOR == 0.25
+
+
+def test_yaml_merges_and_coerces(tmp_path):
+    cfg = get_default_config()
+    path = write(tmp_path, 'MODEL:\n  NAME: pose_hsrnet\n  EXTRA:\n    SIGMA: 3\n'
+                           '    NUM_LAYERS: 59\n    NUM_DECONV_LAYERS: 2\n'
+                           '    NUM_DECONV_FILTERS: [256, 256]\n    NUM_DECONV_KERNELS: [4, 4]\n'
+                           '  IMAGE_SIZE: [192, 256]\nTRAIN:\n  LR: 1e-3\n')
+    update_config(path, cfg)
+    check_config(cfg)
+    assert cfg.MODEL.EXTRA.SIGMA == 3.0 and isinstance(cfg.MODEL.EXTRA.SIGMA, float)
+    assert cfg.TRAIN.LR == pytest.approx(1e-3)
+    assert get_model_name(cfg) == ('pose_hsrnet_59', '256x192_pose_hsrnet_59_d256d256')
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = write(tmp_path, 'TRAIN:\n  BATCH_SZE: 4\n')
+    with pytest.raises(ConfigError) as err:
+        update_config(path, get_default_config())
+    assert 'TRAIN.BATCH_SZE' in str(err.value) and path in str(err.value)
+    assert 'BATCH_SIZE' in str(err.value)  # suggestion
+
+
+def test_wrong_kind_names_key_and_file(tmp_path):
+    path = write(tmp_path, 'TEST:\n  FLIP_TEST: maybe\n')
+    with pytest.raises(ConfigError) as err:
+        update_config(path, get_default_config())
+    assert 'TEST.FLIP_TEST' in str(err.value) and path in str(err.value)
+    path = write(tmp_path, 'MODEL:\n  IMAGE_SIZE: [192, abc]\n', 'b.yaml')
+    with pytest.raises(ConfigError, match=r'MODEL.IMAGE_SIZE\[1\]'):
+        update_config(path, get_default_config())
+
+
+def test_missing_and_broken_files(tmp_path):
+    with pytest.raises(ConfigError, match='not found: .*nope.yaml'):
+        update_config(str(tmp_path / 'nope.yaml'), get_default_config())
+    path = write(tmp_path, 'TRAIN: [unclosed\n')
+    with pytest.raises(ConfigError, match='not valid yaml'):
+        update_config(path, get_default_config())
+
+
+def test_opts_override_and_errors():
+    cfg = get_default_config()
+    update_config_from_list(['DATASET.ROOT', 'data/x', 'TEST.FLIP_TEST', 'true',
+                             'TRAIN.LR_STEP', '[3, 5]', 'TRAIN.LR', '0.01'], cfg)
+    assert cfg.DATASET.ROOT == 'data/x' and cfg.TEST.FLIP_TEST is True
+    assert cfg.TRAIN.LR_STEP == [3, 5] and cfg.TRAIN.LR == 0.01
+    with pytest.raises(ConfigError, match='TRAIN.BATCH_SIZE'):
+        update_config_from_list(['TRAIN.BATCH_SIZE', 'big'], cfg)
+    with pytest.raises(ConfigError, match='unknown key TEST.FLIPTEST'):
+        update_config_from_list(['TEST.FLIPTEST', 'true'], cfg)
+    with pytest.raises(ConfigError, match='odd number'):
+        update_config_from_list(['TEST.FLIP_TEST'], cfg)
+
+
+def test_check_config_catches_inconsistent_deconvs():
+    cfg = get_default_config()
+    cfg.MODEL.EXTRA.NUM_DECONV_LAYERS = 2
+    with pytest.raises(ConfigError, match='NUM_DECONV_FILTERS has 3 entries'):
+        check_config(cfg)
+
+
+def test_update_dir_prefixes_data_paths():
+    cfg = get_default_config()
+    cfg.DATASET.ROOT = 'coco/'
+    cfg.MODEL.PRETRAINED = 'models/x.pth'
+    update_dir('out', 'logs', '/data', cfg)
+    assert cfg.OUTPUT_DIR == 'out' and cfg.LOG_DIR == 'logs'
+    assert cfg.DATASET.ROOT == '/data/coco/' and cfg.MODEL.PRETRAINED == '/data/models/x.pth'
