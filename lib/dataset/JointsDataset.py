@@ -1,0 +1,297 @@
+"""Base class of the top-down keypoint datasets: crops, augmentation, targets.
+
+A subclass fills `self.db` with one record per person box:
+    image        path of the image file
+    center       (2,) box centre in pixels
+    scale        (2,) box (w, h) / 200, already enlarged by 1.25
+    joints_3d    (J, 3) [x, y, 0] in pixels
+    joints_3d_vis (J, 3) [v, v, 0], v in {0, 1}
+    score        (optional) detector score of the box, 1 for ground-truth boxes
+and implements `evaluate`. Records of one image must be adjacent in `db`, so
+that the per-process image cache decodes each image once when reading in order.
+
+An item is (input, target, target_weight, meta). `input` is the crop as a
+float32 tensor (3, H, W), always scaled to [0, 1] and normalised with the
+ImageNet mean/std, channels in OpenCV's BGR order unless DATASET.COLOR_RGB:
+what the original's scripts obtained by passing ToTensor + Normalize as the
+transform. The optional `transform` is an extra callable applied to that tensor.
+"""
+import logging
+import os
+from collections import OrderedDict
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from core.config import ConfigError
+from utils.transforms import (PIXEL_STD, affine_transform_points, fliplr_joints,
+                              get_affine_transform)
+
+logger = logging.getLogger(__name__)
+
+# ImageNet statistics in the order the original applied them: to the channels
+# as read by OpenCV (BGR), unless DATASET.COLOR_RGB is set.
+PIXEL_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+PIXEL_STD_DEV = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def box_to_center_scale(box, aspect_ratio, enlarge=1.25):
+    """Boxes (..., 4) [x, y, w, h] -> centres (..., 2) and scales (..., 2) in units
+    of 200 px, with the short side grown to `aspect_ratio` = w / h and x1.25."""
+    box = np.asarray(box, dtype=np.float64)
+    x, y, w, h = np.moveaxis(box, -1, 0)
+    center = np.stack([x + w * 0.5, y + h * 0.5], axis=-1)
+    w, h = np.maximum(w, h * aspect_ratio), np.maximum(h, w / aspect_ratio)
+    scale = np.stack([w, h], axis=-1) / PIXEL_STD * enlarge
+    return center, scale
+
+
+def format_name_values(name_values):
+    """A markdown table of metric names and values (the original's printout)."""
+    names = list(name_values)
+    values = ['{:.3f}'.format(float(v)) for v in name_values.values()]
+    return '\n'.join(['| ' + ' | '.join(names) + ' |',
+                      '|' + '---|' * len(names),
+                      '| ' + ' | '.join(values) + ' |'])
+
+
+def group_indices(keys):
+    """Positions of equal keys, grouped: a list of index arrays, the groups in
+    order of first appearance and each group in increasing order."""
+    if len(keys) == 0:
+        return []
+    _, first, inverse = np.unique(np.asarray(keys), return_index=True, return_inverse=True)
+    order = np.argsort(inverse, kind='stable')
+    groups = np.split(order, np.cumsum(np.bincount(inverse))[:-1])
+    return [groups[g] for g in np.argsort(first)]
+
+
+def pixels_to_tensor(crop):
+    """uint8 crop (H, W, 3) -> float32 tensor (3, H, W): /255, then ImageNet
+    mean/std per channel (what the original did with ToTensor + Normalize)."""
+    # numpy, not torch: per-sample work this small gains nothing from torch's
+    # thread pool, which only contends with the DataLoader's workers.
+    pixels = crop.transpose(2, 0, 1).astype(np.float32)
+    pixels /= 255
+    pixels -= PIXEL_MEAN[:, None, None]
+    pixels /= PIXEL_STD_DEV[:, None, None]
+    return torch.from_numpy(pixels)
+
+
+class ImageCache:
+    """A small per-process LRU of decoded images, bounded in bytes.
+
+    Each DataLoader worker gets its own (empty) cache: pickling drops the
+    contents. The images are read-only so a cached array cannot be altered.
+    """
+
+    def __init__(self, load, max_bytes=64 << 20):
+        self.load = load
+        self.max_bytes = max_bytes
+        self._images = OrderedDict()
+        self._bytes = 0
+
+    def __getstate__(self):
+        return {'load': self.load, 'max_bytes': self.max_bytes}
+
+    def __setstate__(self, state):
+        self.__init__(state['load'], state['max_bytes'])
+
+    def __call__(self, path):
+        image = self._images.get(path)
+        if image is not None:
+            self._images.move_to_end(path)
+            return image
+        image = self.load(path)
+        image.flags.writeable = False
+        self._images[path] = image
+        self._bytes += image.nbytes
+        while self._bytes > self.max_bytes and len(self._images) > 1:
+            _, dropped = self._images.popitem(last=False)
+            self._bytes -= dropped.nbytes
+        return image
+
+
+class JointsDataset(Dataset):
+    """Person crops with Gaussian heatmap targets (see the module docstring)."""
+
+    num_joints = 0
+    flip_pairs = []
+    parent_ids = []
+    # Where the images are expected, for error messages (set by subclasses).
+    image_layout = '<ROOT>/images/...'
+
+    def __init__(self, cfg, root, image_set, is_train, transform=None):
+        self.cfg = cfg
+        self.root = root
+        self.image_set = image_set
+        self.is_train = is_train
+        self.transform = transform
+        self.output_path = cfg.OUTPUT_DIR
+        self.data_format = cfg.DATASET.DATA_FORMAT
+        self.scale_factor = cfg.DATASET.SCALE_FACTOR
+        self.rotation_factor = cfg.DATASET.ROT_FACTOR
+        self.flip = cfg.DATASET.FLIP
+        self.color_rgb = cfg.DATASET.COLOR_RGB
+        self.image_size = np.array(cfg.MODEL.IMAGE_SIZE, dtype=np.int64)
+        self.heatmap_size = np.array(cfg.MODEL.EXTRA.HEATMAP_SIZE, dtype=np.int64)
+        self.sigma = cfg.MODEL.EXTRA.SIGMA
+        self.pixel_std = PIXEL_STD
+        self.db = []
+        self._check_config(cfg)
+        self.read_image = ImageCache(self._decode_image)
+
+    def _check_config(self, cfg):
+        if cfg.MODEL.EXTRA.TARGET_TYPE != 'gaussian':
+            raise ConfigError("MODEL.EXTRA.TARGET_TYPE: only 'gaussian' targets exist, got {!r}"
+                              .format(cfg.MODEL.EXTRA.TARGET_TYPE))
+        if cfg.MODEL.NUM_JOINTS != self.num_joints:
+            raise ConfigError('MODEL.NUM_JOINTS is {} but the {} dataset has {} joints'.format(
+                cfg.MODEL.NUM_JOINTS, cfg.DATASET.DATASET, self.num_joints))
+        if self.data_format != 'jpg':
+            raise ConfigError("DATASET.DATA_FORMAT: only 'jpg' (image files on disk) is "
+                              "supported, got {!r}".format(self.data_format))
+
+    def _decode_image(self, path):
+        if not os.path.isfile(path):
+            raise FileNotFoundError('image not found: {} (expected layout {})'.format(
+                path, self.image_layout))
+        image = cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        if image is None:
+            raise ValueError('cannot decode image {} (corrupt or not an image file)'.format(path))
+        return image
+
+    def evaluate(self, cfg, preds, output_dir, *args, **kwargs):
+        raise NotImplementedError
+
+    def __len__(self):
+        return len(self.db)
+
+    def image_groups(self):
+        """Indices into db grouped by image, in db order."""
+        return group_indices([rec['image'] for rec in self.db])
+
+    def _augmentation(self):
+        """Random (scale multiplier, rotation in degrees, flip) of one training sample."""
+        sf, rf = self.scale_factor, self.rotation_factor
+        scale = np.clip(np.random.randn() * sf + 1, 1 - sf, 1 + sf)
+        rotation = np.clip(np.random.randn() * rf, -2 * rf, 2 * rf) \
+            if np.random.random() <= 0.6 else 0.0
+        flip = self.flip and np.random.random() <= 0.5
+        return float(scale), float(rotation), flip
+
+    def __getitem__(self, idx):
+        rec = self.db[idx]
+        image = self.read_image(rec['image'])
+        joints, joints_vis = rec['joints_3d'].copy(), rec['joints_3d_vis'].copy()
+        center, scale = rec['center'].copy(), rec['scale'].copy()
+        rotation, flip = 0.0, False
+        if self.is_train:
+            scale_mult, rotation, flip = self._augmentation()
+            scale = scale * scale_mult
+        image_width = image.shape[1]
+        if flip:
+            joints, joints_vis = fliplr_joints(joints, joints_vis, image_width, self.flip_pairs)
+            center[0] = image_width - center[0] - 1
+
+        trans = get_affine_transform(center, scale, rotation, self.image_size)
+        # A flip is folded into the warp (x -> W - 1 - x, then the crop) instead
+        # of mirroring the whole image first.
+        warp = trans @ np.array([[-1.0, 0.0, image_width - 1], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) \
+            if flip else trans
+        crop = cv2.warpAffine(image, warp, (int(self.image_size[0]), int(self.image_size[1])),
+                              flags=cv2.INTER_LINEAR)
+        if self.color_rgb:
+            crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+        input = pixels_to_tensor(crop)
+        if self.transform is not None:
+            input = self.transform(input)
+
+        visible = joints_vis[:, :1] > 0.0
+        joints[:, :2] = np.where(visible, affine_transform_points(joints[:, :2], trans),
+                                 joints[:, :2])
+        target, target_weight = self.generate_target(joints, joints_vis)
+        meta = {
+            'image': rec['image'],
+            'filename': rec.get('filename', ''),
+            'imgnum': rec.get('imgnum', 0),
+            'joints': joints,
+            'joints_vis': joints_vis,
+            'center': center,
+            'scale': scale,
+            'rotation': rotation,
+            'score': float(rec.get('score', 1.0)),
+        }
+        return input, torch.from_numpy(target), torch.from_numpy(target_weight), meta
+
+    def generate_target(self, joints, joints_vis):
+        """Gaussian heatmaps (J, H, W) float32 peaking at 1 on each visible joint,
+        and target_weight (J, 1): the visibility, 0 also when the 3-sigma window
+        lies wholly outside the heatmap."""
+        width, height = self.heatmap_size
+        radius = self.sigma * 3
+        stride = self.image_size / self.heatmap_size
+        # int(x + 0.5) of the original: truncation toward zero.
+        mu = np.trunc(joints[:, :2] / stride + 0.5)
+        outside = ((mu - radius >= self.heatmap_size) | (mu + radius + 1 < 0)).any(axis=1)
+        target_weight = np.where(outside, 0.0, joints_vis[:, 0]).astype(np.float32)
+
+        # The Gaussian is separable: one 1-D profile per joint and axis.
+        dx = np.arange(width, dtype=np.float32) - mu[:, :1].astype(np.float32)
+        dy = np.arange(height, dtype=np.float32) - mu[:, 1:].astype(np.float32)
+        gx = np.where(np.abs(dx) <= radius, np.exp(-dx ** 2 / (2 * self.sigma ** 2)), 0)
+        gy = np.where(np.abs(dy) <= radius, np.exp(-dy ** 2 / (2 * self.sigma ** 2)), 0)
+        gx *= (target_weight > 0.5)[:, None]
+        target = (gy[:, :, None] * gx[:, None, :]).astype(np.float32)
+        return target, target_weight[:, None]
+
+    def select_data(self, db):
+        """DATASET.SELECT_DATA (training): keep boxes whose visible joints are
+        centred on the box, with a bar that rises with the number of joints."""
+        vis = np.array([rec['joints_3d_vis'][:, 0] > 0 for rec in db])
+        joints = np.array([rec['joints_3d'][:, :2] for rec in db])
+        centers = np.array([rec['center'] for rec in db])
+        areas = np.array([np.prod(rec['scale']) for rec in db]) * PIXEL_STD ** 2
+        num_vis = vis.sum(axis=1)
+        joints_center = (joints * vis[..., None]).sum(axis=1) / np.maximum(num_vis, 1)[:, None]
+        dist2 = ((joints_center - centers) ** 2).sum(axis=1)
+        ks = np.exp(-dist2 / (0.2 ** 2 * 2.0 * areas))
+        bar = 0.2 / 16 * num_vis + 0.45 - 0.2 / 16
+        selected = [rec for rec, ok in zip(db, (num_vis > 0) & (ks > bar)) if ok]
+        logger.info('=> select_data kept %d of %d boxes', len(selected), len(db))
+        return selected
+
+
+class ImageGroupedSampler(Sampler):
+    """Shuffled training order in which the persons of one image come one after
+    another: the images are shuffled, then the persons within each image.
+
+    With the per-process image cache this decodes each image about once per
+    epoch instead of once per person, at the price of batches that hold fewer
+    distinct images. Reseeded each epoch from torch's global generator (so
+    torch.manual_seed makes it reproducible) unless `seed` is given.
+    """
+
+    def __init__(self, dataset, seed=None):
+        self.groups = dataset.image_groups()
+        self.num_samples = len(dataset)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return self.num_samples
+
+    def __iter__(self):
+        if self.seed is None:
+            seed = int(torch.empty((), dtype=torch.int64).random_().item())
+        else:
+            seed = self.seed + self.epoch
+            self.epoch += 1
+        rng = np.random.default_rng(seed)
+        order = [rng.permutation(self.groups[g]) for g in rng.permutation(len(self.groups))]
+        return iter(np.concatenate(order).tolist() if order else [])

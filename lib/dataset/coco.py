@@ -1,0 +1,303 @@
+"""COCO person keypoints: ground-truth or detector boxes, and COCO evaluation.
+
+Layout under DATASET.ROOT:
+    annotations/person_keypoints_<set>.json   (test sets: image_info_<set>.json)
+    images/<set>/<image_id:012d>.jpg          (test sets: images/test2017/)
+    TEST.COCO_BBOX_FILE: a COCO results list of person detections
+"""
+import contextlib
+import io
+import json
+import logging
+import numbers
+import os
+import tempfile
+from collections import OrderedDict
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from core.config import ConfigError
+from nms.nms import oks_nms
+
+from .JointsDataset import (JointsDataset, box_to_center_scale, format_name_values,
+                            group_indices)
+
+logger = logging.getLogger(__name__)
+
+STATS_NAMES = ['AP', 'AP .5', 'AP .75', 'AP (M)', 'AP (L)',
+               'AR', 'AR .5', 'AR .75', 'AR (M)', 'AR (L)']
+PERSON_CATEGORY = 1
+DETECTION_FORMAT = ('a list of {"image_id": int, "category_id": int, '
+                    '"bbox": [x, y, w, h], "score": float}')
+
+
+@contextlib.contextmanager
+def _stdout_to_log(level):
+    """pycocotools prints its progress; send it to the log instead."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured):
+            yield
+    finally:
+        for line in captured.getvalue().splitlines():
+            if line.strip():
+                logger.log(level, line)
+
+
+def rescore(maxvals, box_scores, in_vis_thre):
+    """Person score = box score x mean of the joint maxvals above in_vis_thre
+    (0 when no joint is above). maxvals (N, J), box_scores (N,)."""
+    above = maxvals > in_vis_thre
+    count = above.sum(axis=1)
+    mean = np.where(count > 0, (maxvals * above).sum(axis=1) / np.maximum(count, 1), 0.0)
+    return mean * box_scores
+
+
+def write_json_atomically(obj, path):
+    """Write json through a temporary file and a rename, so that readers never
+    see a half-written file."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'w') as f:
+            json.dump(obj, f)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _check_detection(i, entry, path):
+    def is_number(v):
+        return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+    problem = None
+    if not isinstance(entry, dict):
+        problem = 'not an object'
+    else:
+        missing = [k for k in ('image_id', 'category_id', 'bbox', 'score') if k not in entry]
+        bbox = entry.get('bbox')
+        if missing:
+            problem = 'missing ' + ', '.join(missing)
+        elif not isinstance(entry['image_id'], int) or not isinstance(entry['category_id'], int):
+            problem = 'image_id and category_id must be integers'
+        elif not isinstance(bbox, list) or len(bbox) != 4 or not all(map(is_number, bbox)):
+            problem = 'bbox must be 4 numbers [x, y, w, h]'
+        elif not is_number(entry['score']):
+            problem = 'score must be a number'
+    if problem:
+        raise ValueError('{}: detection entry {} is malformed ({}): {:.200}; expected {}'.format(
+            path, i, problem, repr(entry), DETECTION_FORMAT))
+
+
+class COCODataset(JointsDataset):
+    """COCO keypoints, 17 joints; GT boxes when training or TEST.USE_GT_BBOX,
+    otherwise the person boxes of TEST.COCO_BBOX_FILE."""
+
+    num_joints = 17
+    flip_pairs = [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12], [13, 14], [15, 16]]
+    parent_ids = None
+    image_layout = '<ROOT>/images/<set>/<image_id:012d>.jpg'
+
+    def __init__(self, cfg, root, image_set, is_train, transform=None):
+        super().__init__(cfg, root, image_set, is_train, transform)
+        self.use_gt_bbox = cfg.TEST.USE_GT_BBOX
+        self.bbox_file = cfg.TEST.COCO_BBOX_FILE
+        self.image_thre = cfg.TEST.IMAGE_THRE
+        self.nms_thre = cfg.TEST.NMS_THRE
+        self.oks_thre = cfg.TEST.OKS_THRE
+        self.in_vis_thre = cfg.TEST.IN_VIS_THRE
+        self.aspect_ratio = self.image_size[0] / self.image_size[1]
+
+        self.annotation_file = self._find_annotation_file()
+        self.coco = self._load_coco(self.annotation_file)
+        self.image_set_index = self.coco.getImgIds()
+        self.num_images = len(self.image_set_index)
+        self._image_id_of_path = {self.image_path_from_index(i): i
+                                  for i in self.image_set_index}
+
+        db = self._load_gt_db() if is_train or self.use_gt_bbox else self._load_detection_db()
+        if is_train and cfg.DATASET.SELECT_DATA:
+            db = self.select_data(db)
+        if not db:
+            raise ValueError('{}: no person annotations with keypoints in set {!r}'.format(
+                self.annotation_file, image_set))
+        self.db = db
+        logger.info('=> %s: %d images, %d person boxes', image_set, self.num_images, len(db))
+
+    # -- loading ---------------------------------------------------------------
+
+    def _find_annotation_file(self):
+        names = ['person_keypoints_{}.json'.format(self.image_set)]
+        if 'test' in self.image_set:  # test-dev / test: image info only
+            names.append('image_info_{}.json'.format(self.image_set))
+        paths = [os.path.join(self.root, 'annotations', n) for n in names]
+        for path in paths:
+            if os.path.isfile(path):
+                return path
+        raise FileNotFoundError(
+            'COCO annotation file not found: {} (expected layout '
+            '<ROOT>/annotations/person_keypoints_<set>.json with DATASET.ROOT={!r}, '
+            'set {!r})'.format(' or '.join(paths), self.root, self.image_set))
+
+    @staticmethod
+    def _load_coco(path):
+        try:
+            with _stdout_to_log(logging.DEBUG):
+                coco = COCO(path)
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError('{}: not a COCO annotation file ({}: {})'.format(
+                path, type(e).__name__, e)) from None
+        if 'images' not in coco.dataset:
+            raise ValueError('{}: not a COCO annotation file (no "images" list)'.format(path))
+        return coco
+
+    def image_path_from_index(self, index):
+        folder = 'test2017' if 'test' in self.image_set else self.image_set
+        return os.path.join(self.root, 'images', folder, '{:012d}.jpg'.format(index))
+
+    def _load_gt_db(self):
+        db = []
+        for index in self.image_set_index:
+            db.extend(self._gt_records(index))
+        return db
+
+    def _gt_records(self, index):
+        """The clipped, non-crowd person boxes of one image that have keypoints."""
+        info = self.coco.imgs[index]
+        width, height = info['width'], info['height']
+        anns = [a for a in self.coco.imgToAnns.get(index, [])
+                if a['category_id'] == PERSON_CATEGORY and not a.get('iscrowd', 0)]
+        if not anns:
+            return []
+        x, y, w, h = np.array([a['bbox'] for a in anns], dtype=np.float64).T
+        area = np.array([a['area'] for a in anns], dtype=np.float64)
+        kpts = np.array([a['keypoints'] for a in anns], dtype=np.float64)
+        kpts = kpts.reshape(len(anns), self.num_joints, 3)
+
+        x1, y1 = np.maximum(0, x), np.maximum(0, y)
+        x2 = np.minimum(width - 1, x1 + np.maximum(0, w - 1))
+        y2 = np.minimum(height - 1, y1 + np.maximum(0, h - 1))
+        keep = (area > 0) & (x2 >= x1) & (y2 >= y1) & (kpts.max(axis=(1, 2)) > 0)
+        boxes = np.stack([x1, y1, x2 - x1, y2 - y1], axis=1)[keep]
+        centers, scales = box_to_center_scale(boxes, self.aspect_ratio)
+
+        kpts = kpts[keep]
+        joints = np.zeros_like(kpts)
+        joints[..., :2] = kpts[..., :2]
+        vis = np.zeros_like(kpts)
+        vis[..., :2] = np.minimum(kpts[..., 2:], 1)
+        path = self.image_path_from_index(index)
+        return [{'image': path, 'center': c, 'scale': s, 'joints_3d': j, 'joints_3d_vis': v,
+                 'filename': '', 'imgnum': 0}
+                for c, s, j, v in zip(centers, scales, joints, vis)]
+
+    def _load_detection_db(self):
+        path = self.bbox_file
+        if not path:
+            raise ConfigError('TEST.COCO_BBOX_FILE is empty: validation with detector boxes '
+                              'needs a detection file (or set TEST.USE_GT_BBOX true)')
+        if not os.path.isfile(path):
+            raise FileNotFoundError('detection file not found: {} (TEST.COCO_BBOX_FILE: {})'
+                                    .format(path, DETECTION_FORMAT))
+        with open(path) as f:
+            try:
+                detections = json.load(f)
+            except ValueError as e:
+                raise ValueError('{}: not valid json ({})'.format(path, e)) from None
+        if not isinstance(detections, list):
+            raise ValueError('{}: expected {}, got a {}'.format(
+                path, DETECTION_FORMAT, type(detections).__name__))
+        for i, entry in enumerate(detections):
+            _check_detection(i, entry, path)
+
+        persons = [d for d in detections if d['category_id'] == PERSON_CATEGORY]
+        known = [d for d in persons if d['image_id'] in self.coco.imgs]
+        if len(known) < len(persons):
+            logger.warning('%s: skipped %d person boxes of images not in %s', path,
+                           len(persons) - len(known), self.annotation_file)
+        kept = [d for d in known if d['score'] >= self.image_thre]
+        if not kept:
+            raise ValueError(
+                '{}: no person boxes (category_id 1) with score >= TEST.IMAGE_THRE={} on the '
+                'images of {} ({} entries in the file); nothing to evaluate'.format(
+                    path, self.image_thre, self.annotation_file, len(detections)))
+        # Boxes of one image adjacent, images in the annotation file's order.
+        rank = {index: r for r, index in enumerate(self.image_set_index)}
+        kept.sort(key=lambda d: rank[d['image_id']])
+        centers, scales = box_to_center_scale([d['bbox'] for d in kept], self.aspect_ratio)
+        joints = np.zeros((self.num_joints, 3))
+        vis = np.ones((self.num_joints, 3))
+        logger.info('=> %d person boxes with score >= %s from %s', len(kept), self.image_thre,
+                    path)
+        return [{'image': self.image_path_from_index(d['image_id']), 'center': c, 'scale': s,
+                 'score': d['score'], 'joints_3d': joints, 'joints_3d_vis': vis,
+                 'filename': '', 'imgnum': 0}
+                for d, c, s in zip(kept, centers, scales)]
+
+    # -- evaluation ------------------------------------------------------------
+
+    def evaluate(self, cfg, preds, output_dir, all_boxes, img_path, *args, **kwargs):
+        """Rescore, OKS-NMS per image, write output_dir/results/keypoints_<set>_results.json
+        and run COCOeval. preds (N, J, 3) [x, y, maxval]; all_boxes (N, 6) [cx, cy, sw,
+        sh, area, score]; img_path: the N image paths (meta['image'])."""
+        preds = np.asarray(preds, dtype=np.float64)
+        all_boxes = np.asarray(all_boxes, dtype=np.float64)
+        if not len(preds) == len(all_boxes) == len(img_path):
+            raise ValueError('evaluate: preds, all_boxes and img_path must have one entry per '
+                             'person; got {}, {} and {}'.format(
+                                 len(preds), len(all_boxes), len(img_path)))
+        res_folder = os.path.join(output_dir, 'results')
+        os.makedirs(res_folder, exist_ok=True)
+        res_file = os.path.join(res_folder, 'keypoints_{}_results.json'.format(self.image_set))
+
+        image_ids = self._image_ids_of(img_path)
+        scores = rescore(preds[:, :, 2], all_boxes[:, 5], self.in_vis_thre)
+        kept = self._oks_nms_per_image(preds, all_boxes[:, 4], scores, image_ids)
+        results = [{'image_id': int(image_ids[i]), 'category_id': PERSON_CATEGORY,
+                    'keypoints': preds[i].reshape(-1).tolist(), 'score': float(scores[i])}
+                   for i in kept]
+        write_json_atomically(results, res_file)
+        logger.info('=> %d of %d poses kept after OKS-NMS, written to %s',
+                    len(results), len(preds), res_file)
+
+        if 'annotations' not in self.coco.dataset:
+            logger.info('%s has no annotations: results written, no evaluation',
+                        self.annotation_file)
+            return {'Null': 0}, 0
+        if not results:
+            logger.warning('no predictions to evaluate; every metric is 0')
+            name_values = OrderedDict((name, 0.0) for name in STATS_NAMES)
+        else:
+            name_values = self._keypoint_eval(results)
+        logger.info('COCO keypoints, %s:\n%s', self.image_set, format_name_values(name_values))
+        return name_values, name_values['AP']
+
+    def _image_ids_of(self, img_path):
+        try:
+            return np.array([self._image_id_of_path[p] for p in img_path], dtype=np.int64)
+        except KeyError as e:
+            raise ValueError('evaluate: {} is not an image of set {!r} (img_path must hold the '
+                             'paths given in meta["image"])'.format(e.args[0], self.image_set)
+                             ) from None
+
+    def _oks_nms_per_image(self, preds, areas, scores, image_ids):
+        """Indices of the poses that survive OKS-NMS within their image."""
+        kept = []
+        for members in group_indices(image_ids):
+            kpts_db = [{'keypoints': preds[i], 'score': scores[i], 'area': areas[i]}
+                       for i in members]
+            kept.extend(members[oks_nms(kpts_db, self.oks_thre)])
+        return kept
+
+    def _keypoint_eval(self, results):
+        with _stdout_to_log(logging.DEBUG):
+            detections = self.coco.loadRes(results)
+            coco_eval = COCOeval(self.coco, detections, 'keypoints')
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+        with _stdout_to_log(logging.INFO):
+            coco_eval.summarize()
+        return OrderedDict(zip(STATS_NAMES, (float(v) for v in coco_eval.stats)))

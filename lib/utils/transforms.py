@@ -1,0 +1,111 @@
+"""Geometry of top-down crops: the box -> crop affine, point mapping and flips.
+
+Boxes are given as a centre (x, y) in pixels and a scale (w, h) in units of
+PIXEL_STD pixels, the original's convention. The crop affine is the similarity
+that sends the box centre to the middle of the output and rotates by `rot`
+degrees; its zoom is fixed by the box width alone (output_w / (scale_w * 200)),
+exactly as in the original, where boxes already have the output's aspect ratio.
+
+All functions broadcast over leading dimensions, so a whole batch of boxes or
+joints is handled without Python loops.
+"""
+import numpy as np
+
+PIXEL_STD = 200.0
+
+
+def _as_scale_wh(scale):
+    """A scalar scale means a square box; otherwise the last axis is (w, h)."""
+    scale = np.asarray(scale, dtype=np.float64)
+    if scale.ndim == 0:
+        scale = np.stack([scale, scale])
+    return scale
+
+
+def get_affine_transform(center, scale, rot, output_size, shift=(0, 0), inv=0):
+    """The 2x3 matrix mapping the box (center, scale * 200, rot degrees) onto
+    `output_size` = (width, height), or the inverse mapping when `inv` is true.
+
+    center (..., 2), scale scalar or (..., 2), rot scalar or (...,): the result has
+    shape (..., 2, 3). `shift` moves the box centre by shift * box size.
+    """
+    center = np.asarray(center, dtype=np.float64)
+    box_wh = _as_scale_wh(scale) * PIXEL_STD
+    rot_rad = np.deg2rad(np.asarray(rot, dtype=np.float64))
+    out_w, out_h = float(output_size[0]), float(output_size[1])
+
+    src_center = center + box_wh * np.asarray(shift, dtype=np.float64)
+    dst_center = np.array([out_w * 0.5, out_h * 0.5])
+    zoom = out_w / box_wh[..., 0]
+    cos, sin = np.cos(rot_rad), np.sin(rot_rad)
+    batch_shape = np.broadcast_shapes(src_center.shape[:-1], zoom.shape, cos.shape)
+
+    # The source x axis, turned by `rot`, becomes the output x axis; in image
+    # coordinates (y down) that is dst = zoom * R(-rot) (src - src_center) + dst_center.
+    if inv:
+        linear = np.stack([np.stack([cos, -sin], -1), np.stack([sin, cos], -1)], -2)
+        linear = linear / zoom[..., None, None]
+        from_pt, to_pt = dst_center, src_center
+    else:
+        linear = np.stack([np.stack([cos, sin], -1), np.stack([-sin, cos], -1)], -2)
+        linear = linear * zoom[..., None, None]
+        from_pt, to_pt = src_center, dst_center
+    linear = np.broadcast_to(linear, batch_shape + (2, 2))
+    offset = np.broadcast_to(to_pt, batch_shape + (2,)) \
+        - np.einsum('...ij,...j->...i', linear, from_pt)
+    return np.concatenate([linear, offset[..., None]], axis=-1)
+
+
+def affine_transform_points(points, trans):
+    """Apply 2x3 matrices `trans` (..., 2, 3) to points (..., K, 2); batch dims broadcast."""
+    points = np.asarray(points, dtype=np.float64)
+    trans = np.asarray(trans, dtype=np.float64)
+    return np.einsum('...kj,...ij->...ki', points, trans[..., :2]) + trans[..., None, :, 2]
+
+
+def affine_transform(pt, t):
+    """Apply the 2x3 matrix `t` to one point (x, y); returns a length-2 array."""
+    return affine_transform_points(np.asarray(pt, dtype=np.float64)[None, :2], t)[0]
+
+
+def transform_preds(coords, center, scale, output_size):
+    """Map heatmap coordinates (..., J, >=2) of crops with the given centres and
+    scales back to image coordinates (rotation 0); extra columns are kept."""
+    coords = np.asarray(coords, dtype=np.float64)
+    inverse = get_affine_transform(center, scale, 0, output_size, inv=1)
+    target_coords = coords.copy()
+    target_coords[..., :2] = affine_transform_points(coords[..., :2], inverse)
+    return target_coords
+
+
+def flip_permutation(num_joints, matched_parts):
+    """Joint order after a horizontal flip: each (left, right) pair swapped."""
+    perm = np.arange(num_joints)
+    pairs = np.asarray(matched_parts, dtype=np.int64).reshape(-1, 2)
+    perm[pairs[:, 0]], perm[pairs[:, 1]] = pairs[:, 1], pairs[:, 0]
+    return perm
+
+
+def flip_back(output_flipped, matched_parts):
+    """Heatmaps (N, J, H, W) of a flipped crop -> heatmaps of the plain crop:
+    mirror the columns and swap left/right joints. numpy in, numpy out;
+    torch in, torch out (same device)."""
+    if output_flipped.ndim != 4:
+        raise ValueError('flip_back expects heatmaps of shape (batch, joints, height, width), '
+                         'got shape {}'.format(tuple(output_flipped.shape)))
+    perm = flip_permutation(output_flipped.shape[1], matched_parts)
+    if isinstance(output_flipped, np.ndarray):
+        return output_flipped[:, perm, :, ::-1].copy()
+    import torch
+    index = torch.as_tensor(perm, device=output_flipped.device)
+    return output_flipped.index_select(1, index).flip(-1)
+
+
+def fliplr_joints(joints, joints_vis, width, matched_parts):
+    """Mirror joints (J, >=2) of an image `width` pixels wide (x -> width - x - 1),
+    swap left/right joints; invisible joints are zeroed as in the original."""
+    perm = flip_permutation(len(joints), matched_parts)
+    joints = np.array(joints, dtype=np.float64)[perm]
+    joints_vis = np.array(joints_vis)[perm]
+    joints[:, 0] = width - joints[:, 0] - 1
+    return joints * joints_vis, joints_vis

@@ -1,0 +1,62 @@
+import numpy as np
+
+from core.config import get_default_config
+from core.inference import get_final_preds, get_max_preds
+from utils.transforms import affine_transform, get_affine_transform
+
+
+def reference_final_preds(heatmaps, center, scale, post_process):
+    """Per person and joint, as the protocol words it."""
+    n, j, h, w = heatmaps.shape
+    preds = np.zeros((n, j, 2))
+    maxvals = np.zeros((n, j, 1))
+    for p in range(n):
+        inv = get_affine_transform(center[p], scale[p], 0, (w, h), inv=1)
+        for k in range(j):
+            hm = heatmaps[p, k]
+            y, x = np.unravel_index(np.argmax(hm), hm.shape)
+            maxvals[p, k] = hm[y, x]
+            coord = np.array([x, y], dtype=np.float64) if hm[y, x] > 0 else np.zeros(2)
+            px, py = int(coord[0] + 0.5), int(coord[1] + 0.5)
+            if post_process and 1 < px < w - 1 and 1 < py < h - 1:
+                coord += 0.25 * np.sign([hm[py, px + 1] - hm[py, px - 1],
+                                         hm[py + 1, px] - hm[py - 1, px]])
+            preds[p, k] = affine_transform(coord, inv)
+    return preds, maxvals
+
+
+def test_get_max_preds():
+    rng = np.random.default_rng(0)
+    heatmaps = rng.normal(size=(3, 4, 10, 7)).astype(np.float32)
+    heatmaps[1, 2] = -1.0
+    heatmaps[1, 2, 3, 5] = -0.5  # maximum not positive -> (0, 0)
+    preds, maxvals = get_max_preds(heatmaps)
+    assert preds.shape == (3, 4, 2) and maxvals.shape == (3, 4, 1)
+    y, x = np.unravel_index(np.argmax(heatmaps[0, 1]), (10, 7))
+    assert tuple(preds[0, 1]) == (x, y)
+    assert maxvals[0, 1, 0] == heatmaps[0, 1].max()
+    assert tuple(preds[1, 2]) == (0, 0) and maxvals[1, 2, 0] == -0.5
+
+
+def test_get_final_preds_matches_per_joint_reference():
+    rng = np.random.default_rng(1)
+    heatmaps = rng.uniform(0, 1, size=(4, 17, 64, 48)).astype(np.float32)
+    heatmaps[0, 0] = 0.0
+    heatmaps[0, 0, 1, 20] = 1.0  # peak on the second row: no quarter offset
+    center = rng.uniform(100, 400, (4, 2))
+    scale = rng.uniform(0.5, 2, (4, 2))
+    cfg = get_default_config()
+    for post_process in (True, False):
+        cfg.TEST.POST_PROCESS = post_process
+        preds, maxvals = get_final_preds(cfg, heatmaps, center, scale)
+        ref_preds, ref_maxvals = reference_final_preds(heatmaps, center, scale, post_process)
+        np.testing.assert_allclose(preds, ref_preds, atol=1e-9)
+        np.testing.assert_allclose(maxvals, ref_maxvals)
+    cfg.TEST.POST_PROCESS = True
+    shifted, _ = get_final_preds(cfg, heatmaps, center, scale)
+    cfg.TEST.POST_PROCESS = False
+    plain, _ = get_final_preds(cfg, heatmaps, center, scale)
+    pixel = scale[:, None, 0] * 200 / 48  # image pixels per heatmap pixel
+    moved = np.abs(shifted - plain) / pixel[..., None]
+    assert np.all(np.isclose(moved, 0) | np.isclose(moved, 0.25))
+    assert moved[1:].mean() > 0.2 and np.all(moved[0, 0] == 0)

@@ -1,0 +1,119 @@
+"""Throughput of the data pipeline: samples/s of training (augmentation on) and of
+validation with detector boxes, through a DataLoader as the scripts use it.
+
+    python tools/benchmark_data.py --cfg experiments/coco/hsrnet59/256x192_d256x3_adam_lr1e-3.yaml \
+        --root data/sample --samples 2000 --workers 2 [opts KEY VALUE ...]
+
+With --root, DATASET.ROOT becomes DIR and TEST.COCO_BBOX_FILE is looked up in
+DIR/person_detection_results/ under its yaml file name. Small datasets are
+cycled until --samples have been read.
+"""
+import argparse
+import itertools
+import multiprocessing
+import os
+import sys
+import time
+
+import torch
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
+
+import dataset  # noqa: E402
+from core.config import (ConfigError, get_default_config, update_config,  # noqa: E402
+                         update_config_from_list)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--cfg', required=True, help='experiment yaml')
+    parser.add_argument('--root', default='', help='dataset root (overrides DATASET.ROOT)')
+    parser.add_argument('--samples', type=int, default=1000, help='samples read per pipeline')
+    parser.add_argument('--workers', type=int, default=None, help='DataLoader workers '
+                        '(default: WORKERS of the config)')
+    parser.add_argument('--batch-size', type=int, default=None,
+                        help='default: TRAIN.BATCH_SIZE / TEST.BATCH_SIZE of the config')
+    parser.add_argument('--cache-mb', type=float, default=None,
+                        help='per-process decoded-image cache size (default: the dataset\'s)')
+    parser.add_argument('opts', nargs=argparse.REMAINDER, help='`opts KEY VALUE ...` overrides')
+    args = parser.parse_args()
+    if args.opts and args.opts[0] == 'opts':
+        args.opts = args.opts[1:]
+    return args
+
+
+def load_config(args):
+    cfg = get_default_config()
+    update_config(args.cfg, cfg)
+    if args.root:
+        cfg.DATASET.ROOT = args.root
+        cfg.TEST.COCO_BBOX_FILE = os.path.join(args.root, 'person_detection_results',
+                                               os.path.basename(cfg.TEST.COCO_BBOX_FILE))
+    update_config_from_list(args.opts, cfg)
+    cfg.TEST.USE_GT_BBOX = False  # validation is measured with detector boxes
+    return cfg
+
+
+class DecodeCounter:
+    """Wraps the dataset's image loader to count decodes, across forked workers."""
+
+    def __init__(self, load):
+        self.load = load
+        self.count = multiprocessing.Value('q', 0)
+
+    def __call__(self, path):
+        with self.count.get_lock():
+            self.count.value += 1
+        return self.load(path)
+
+
+def measure(ds, sampler, batch_size, workers, samples):
+    """(samples/s after the first batch, i.e. without worker start-up; image
+    decodes per sample read)."""
+    counter = DecodeCounter(ds.read_image.load)
+    ds.read_image.load = counter
+    loader = DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                        persistent_workers=workers > 0)
+    batches = max(2, -(-samples // batch_size) + 1)
+    epochs = itertools.chain.from_iterable(itertools.repeat(loader))
+    total, timed, start = 0, 0, None
+    for inputs, _, _, _ in itertools.islice(epochs, batches):
+        total += len(inputs)
+        if start is None:
+            start = time.perf_counter()
+            continue
+        timed += len(inputs)
+    rate = timed / (time.perf_counter() - start)
+    ds.read_image.load = counter.load
+    return rate, counter.count.value / total
+
+
+def main():
+    args = parse_args()
+    try:
+        cfg = load_config(args)
+        pipelines = [('train', cfg.DATASET.TRAIN_SET, True), ('valid', cfg.DATASET.TEST_SET, False)]
+        workers = cfg.WORKERS if args.workers is None else args.workers
+        torch.manual_seed(0)
+        torch.set_num_threads(1)  # as in DataLoader workers; WORKERS 0 then measures one worker
+        for name, image_set, is_train in pipelines:
+            ds = dataset.build_dataset(cfg, image_set, is_train)
+            if args.cache_mb is not None:
+                ds.read_image.max_bytes = int(args.cache_mb * 2 ** 20)
+            batch = args.batch_size or (cfg.TRAIN.BATCH_SIZE if is_train else cfg.TEST.BATCH_SIZE)
+            samplers = [('shuffled', RandomSampler(ds)),
+                        ('image-grouped', dataset.ImageGroupedSampler(ds))] if is_train \
+                else [('in order, detector boxes', SequentialSampler(ds))]
+            for label, sampler in samplers:
+                rate, decodes = measure(ds, sampler, batch, workers, args.samples)
+                print('{:5s} {:24s} {:6d} boxes, {:5d} images, batch {:3d}, workers {}: '
+                      '{:8.1f} samples/s, {:.2f} decodes/sample'.format(
+                          name, label, len(ds), len(ds.image_groups()), batch, workers, rate,
+                          decodes))
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        sys.exit('error: {}'.format(e))
+
+
+if __name__ == '__main__':
+    main()
