@@ -30,7 +30,7 @@ test: setup
 	$(VENV_PYTHON) -m pytest -q tests
 
 demo: setup
-	@echo "make demo: the sample-data training job is not in place yet (see issue 4)"; exit 1
+	$(VENV_PYTHON) tools/demo.py
 
 clean:
 	$(MAKE) -C lib clean

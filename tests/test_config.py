@@ -86,3 +86,10 @@ def test_update_dir_prefixes_data_paths():
     update_dir('out', 'logs', '/data', cfg)
     assert cfg.OUTPUT_DIR == 'out' and cfg.LOG_DIR == 'logs'
     assert cfg.DATASET.ROOT == '/data/coco/' and cfg.MODEL.PRETRAINED == '/data/models/x.pth'
+
+
+def test_opts_string_keys_take_scalars_verbatim():
+    cfg = get_default_config()
+    update_config_from_list(['GPUS', '0', 'MODEL.PRETRAINED', '', 'DATASET.TRAIN_SET', '2017'],
+                            cfg)
+    assert cfg.GPUS == '0' and cfg.MODEL.PRETRAINED == '' and cfg.DATASET.TRAIN_SET == '2017'

@@ -238,8 +238,8 @@ def update_config_from_list(opts, cfg=None):
             value = yaml.safe_load(raw) if isinstance(raw, str) else raw
         except yaml.YAMLError:
             value = raw
-        if value is None and isinstance(node[parts[-1]], str):
-            value = ''
+        if isinstance(node[parts[-1]], str) and isinstance(raw, str) and not isinstance(value, str):
+            value = '' if value is None else raw  # `GPUS 0`, `MODEL.PRETRAINED ''`
         node[parts[-1]] = _coerce(node[parts[-1]], value, full_key, 'opts')
     return cfg
 

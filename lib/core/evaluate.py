@@ -1,0 +1,43 @@
+"""Accuracy shown during training: PCK measured on the heatmaps themselves."""
+import numpy as np
+import torch
+
+from core.inference import get_max_preds
+
+
+def _as_numpy(heatmaps):
+    if isinstance(heatmaps, torch.Tensor):
+        return heatmaps.detach().float().cpu().numpy()
+    return np.asarray(heatmaps, dtype=np.float32)
+
+
+def accuracy(output, target, hm_type='gaussian', thr=0.5):
+    """Heatmap PCK of `output` against `target`, both (N, joints, h, w).
+
+    The argmax of each predicted heatmap is compared with the argmax of its target;
+    distances are divided by (h, w) / 10 (the original pairs h with x and w with y,
+    which is kept so that numbers stay comparable) and count as hits below `thr`.
+    Only joints whose target has a positive maximum take part.
+
+    Returns (acc, avg_acc, cnt, pred): acc[0] is the average and acc[1 + j] the
+    accuracy of joint j (-1 when no sample has that joint), avg_acc the mean over
+    joints that have one, cnt how many joints that is, pred the (N, joints, 2)
+    argmax positions in heatmap pixels.
+    """
+    if hm_type != 'gaussian':
+        raise ValueError("accuracy: hm_type must be 'gaussian', got {!r}".format(hm_type))
+    output, target = _as_numpy(output), _as_numpy(target)
+    pred, _ = get_max_preds(output)
+    gt, gt_maxvals = get_max_preds(target)
+    height, width = output.shape[2:]
+    norm = np.array([height, width], dtype=np.float32) / 10
+    dists = np.linalg.norm((pred - gt) / norm, axis=-1)          # (N, joints)
+    valid = gt_maxvals[..., 0] > 0
+    num_valid = valid.sum(axis=0)
+    num_hits = ((dists < thr) & valid).sum(axis=0)
+    has_joint = num_valid > 0
+    joint_acc = np.where(has_joint, num_hits / np.maximum(num_valid, 1), -1.0)
+    cnt = int(has_joint.sum())
+    avg_acc = float(joint_acc[has_joint].mean()) if cnt else 0.0
+    acc = np.concatenate([[avg_acc], joint_acc])
+    return acc, avg_acc, cnt, pred

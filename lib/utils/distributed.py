@@ -1,0 +1,122 @@
+"""One process or several (torchrun): who am I, and moving results between ranks.
+
+Every helper here also works when torch.distributed is not initialised, where it
+behaves as the only rank of a world of one, so callers need no special cases.
+"""
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self):
+        return self.world_size > 1
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+
+def init_distributed():
+    """Join the process group that torchrun describes in the environment, if any.
+
+    NCCL when there is a GPU, gloo otherwise. A plain `python train.py` (no
+    WORLD_SIZE, or a world of one) stays a single process.
+    """
+    world_size = int(os.environ.get('WORLD_SIZE', '1'))
+    if world_size <= 1:
+        return DistContext()
+    local_rank = int(os.environ.get('LOCAL_RANK', '0'))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        backend = 'nccl'
+    else:
+        backend = 'gloo'
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(),
+                       local_rank=local_rank)
+
+
+def shutdown_distributed():
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _active():
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def get_rank():
+    return dist.get_rank() if _active() else 0
+
+
+def barrier():
+    if _active():
+        dist.barrier()
+
+
+def all_gather_objects(obj):
+    """[obj of rank 0, obj of rank 1, ...] on every rank (picklable objects)."""
+    if not _active():
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast_object(obj, src=0):
+    """Rank `src`'s `obj` on every rank."""
+    if not _active():
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=src)
+    return holder[0]
+
+
+def all_reduce_sum(values, device):
+    """Element-wise sum over ranks of a list of floats (a float64 tensor back)."""
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    if _active():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.cpu()
+
+
+def merge_in_dataset_order(shards, num_items):
+    """Put per-rank results back in dataset order.
+
+    `shards` is the list gathered from all ranks, each a dict with 'indices' (the
+    dataset indices that rank processed, in order) and arrays or lists whose first
+    dimension matches. Every index 0..num_items-1 must appear; an index seen twice
+    (a sampler that pads) keeps its first occurrence, so the result is what one
+    process would have produced.
+    """
+    indices = [i for shard in shards for i in shard['indices']]
+    order = {}
+    for position, index in enumerate(indices):
+        order.setdefault(int(index), position)
+    missing = sorted(set(range(num_items)) - set(order))
+    if missing:
+        raise ValueError('merge_in_dataset_order: no result for dataset items {}'
+                         .format(missing[:10]))
+    take = [order[i] for i in range(num_items)]
+    merged = {}
+    for key in shards[0]:
+        if key == 'indices':
+            continue
+        values = [shard[key] for shard in shards]
+        if isinstance(values[0], list):
+            flat = [v for part in values for v in part]
+            merged[key] = [flat[p] for p in take]
+        else:
+            merged[key] = np.concatenate(values, axis=0)[take]
+    return merged

@@ -1,0 +1,154 @@
+"""Run setup shared by train.py and valid.py: output folders and logging, device,
+optimizer and learning-rate schedule, seeding."""
+import logging
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+
+from core.config import ConfigError, dump_config, get_model_name
+
+logger = logging.getLogger(__name__)
+
+LOG_FORMAT = '%(asctime)-15s %(message)s'
+
+
+def _dataset_folder(cfg):
+    name = cfg.DATASET.DATASET
+    if cfg.DATASET.HYBRID_JOINTS_TYPE:
+        name += '_' + cfg.DATASET.HYBRID_JOINTS_TYPE
+    return name.replace(':', '_')
+
+
+def output_dirs(cfg, cfg_file):
+    """(OUTPUT_DIR/<dataset>/<model>/<cfg stem>, LOG_DIR/<dataset>/<model>/<cfg stem>_<time>)."""
+    dataset = _dataset_folder(cfg)
+    model_name = get_model_name(cfg)[0]
+    cfg_stem = os.path.splitext(os.path.basename(cfg_file))[0]
+    time_str = time.strftime('%Y-%m-%d-%H-%M-%S')
+    final_output_dir = os.path.join(cfg.OUTPUT_DIR, dataset, model_name, cfg_stem)
+    tb_log_dir = os.path.join(cfg.LOG_DIR, dataset, model_name,
+                              '{}_{}'.format(cfg_stem, time_str))
+    return final_output_dir, tb_log_dir, time_str
+
+
+def create_logger(cfg, cfg_file, phase='train', rank=0):
+    """Create the output folders, log to the console and to a file beside the
+    checkpoints, and keep a copy of the merged config there.
+
+    Only rank 0 writes files and logs at INFO; other ranks report warnings only.
+    The TensorBoard folder is made for the 'train' phase only.
+    Returns (logger, final_output_dir, tb_log_dir).
+    """
+    final_output_dir, tb_log_dir, time_str = output_dirs(cfg, cfg_file)
+    console = logging.StreamHandler(sys.stdout)
+    if rank != 0:
+        logging.basicConfig(level=logging.WARNING, handlers=[console], force=True,
+                            format='[rank {}] {}'.format(rank, LOG_FORMAT))
+        return logging.getLogger(), final_output_dir, tb_log_dir
+    os.makedirs(final_output_dir, exist_ok=True)
+    if phase == 'train':     # only training writes TensorBoard scalars
+        os.makedirs(tb_log_dir, exist_ok=True)
+    cfg_stem = os.path.basename(final_output_dir)
+    log_file = os.path.join(final_output_dir, '{}_{}_{}.log'.format(cfg_stem, time_str, phase))
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=True,
+                        handlers=[logging.FileHandler(log_file), console])
+    with open(os.path.join(final_output_dir, '{}_config.yaml'.format(phase)), 'w') as f:
+        f.write(dump_config(cfg))
+    return logging.getLogger(), final_output_dir, tb_log_dir
+
+
+def parse_gpus(gpus):
+    """'0,1' -> [0, 1]."""
+    try:
+        ids = [int(g) for g in str(gpus).split(',') if g.strip()]
+    except ValueError:
+        ids = []
+    if not ids or min(ids) < 0:
+        raise ConfigError("GPUS must be comma-separated GPU ids such as '0' or '0,1', got {!r}"
+                          .format(gpus))
+    return ids
+
+
+def select_device(cfg, dist_ctx):
+    """(device, gpu ids for DataParallel): CUDA when present, else the CPU.
+
+    Under torchrun each rank takes the GPU of its LOCAL_RANK; otherwise GPUS names
+    the GPUs of this one process (the first one holds the model).
+    """
+    if not torch.cuda.is_available():
+        if str(cfg.GPUS) not in ('', '0'):
+            logger.info('no CUDA device: GPUS=%s is ignored, running on the CPU', cfg.GPUS)
+        return torch.device('cpu'), []
+    if dist_ctx.enabled:
+        return torch.device('cuda', dist_ctx.local_rank), [dist_ctx.local_rank]
+    gpus = parse_gpus(cfg.GPUS)
+    count = torch.cuda.device_count()
+    if max(gpus) >= count:
+        raise ConfigError('GPUS={} names a GPU that does not exist (this machine has {})'
+                          .format(cfg.GPUS, count))
+    return torch.device('cuda', gpus[0]), gpus
+
+
+def configure_backends(cfg):
+    if torch.backends.cudnn.is_available():
+        torch.backends.cudnn.benchmark = cfg.CUDNN.BENCHMARK
+        torch.backends.cudnn.deterministic = cfg.CUDNN.DETERMINISTIC
+        torch.backends.cudnn.enabled = cfg.CUDNN.ENABLED
+
+
+def wrap_model(model, device, gpus, dist_ctx):
+    """DistributedDataParallel under torchrun, DataParallel for GPUS '0,1', else as is."""
+    model = model.to(device)
+    if dist_ctx.enabled:
+        return torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == 'cuda' else None)
+    if len(gpus) > 1:
+        return torch.nn.DataParallel(model, device_ids=gpus)
+    return model
+
+
+def unwrap_model(model):
+    return model.module if isinstance(
+        model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)) else model
+
+
+def get_optimizer(cfg, model):
+    """TRAIN.OPTIMIZER 'adam' (no weight decay, as the original) or 'sgd'."""
+    name = cfg.TRAIN.OPTIMIZER.lower()
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == 'adam':
+        return torch.optim.Adam(params, lr=cfg.TRAIN.LR)
+    if name == 'sgd':
+        return torch.optim.SGD(params, lr=cfg.TRAIN.LR, momentum=cfg.TRAIN.MOMENTUM,
+                               weight_decay=cfg.TRAIN.WD, nesterov=cfg.TRAIN.NESTEROV)
+    raise ConfigError("TRAIN.OPTIMIZER must be 'adam' or 'sgd', got {!r}"
+                      .format(cfg.TRAIN.OPTIMIZER))
+
+
+def get_lr_scheduler(cfg, optimizer):
+    """Multiply the learning rate by LR_FACTOR at each epoch in LR_STEP (stepped once
+    per epoch, after it)."""
+    return torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=list(cfg.TRAIN.LR_STEP), gamma=cfg.TRAIN.LR_FACTOR)
+
+
+def seed_everything(seed):
+    """Seed python, numpy and torch (this process)."""
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def derive_seed(*parts):
+    """A well-mixed 32-bit seed that depends only on the integers in `parts`
+    (e.g. base seed, epoch, rank)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def fresh_seed():
+    """An unpredictable seed, for runs with SEED < 0."""
+    return int(np.random.SeedSequence().generate_state(1)[0])

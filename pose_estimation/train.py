@@ -1,0 +1,173 @@
+"""Train a pose network: `python pose_estimation/train.py --cfg EXPERIMENT.yaml`.
+
+One process uses the CPU, one GPU, or several GPUs of `--gpus` (DataParallel);
+`torchrun --nproc_per_node N pose_estimation/train.py ...` trains with
+DistributedDataParallel. Each epoch trains, validates and writes checkpoints.
+"""
+import logging
+import os
+import sys
+
+from tensorboardX import SummaryWriter
+
+import _init_paths  # noqa: F401  (puts lib/ on sys.path)
+
+import dataset
+import models
+from core.config import get_model_name
+from core.function import NonFiniteLossError, train, validate
+from core.loss import JointsMSELoss
+from utils.checkpoint import load_pose_checkpoint, read_checkpoint, save_atomic, \
+    save_checkpoint
+from utils.distributed import barrier, broadcast_object, shutdown_distributed
+from utils.launch import COMMON_FLAGS, SETUP_ERROR_STATUS, SETUP_ERRORS, add_opts, \
+    base_parser, load_config, report_error, setup_run
+from utils.loaders import EpochSeededLoader, build_val_loader
+from utils.utils import fresh_seed, get_lr_scheduler, get_optimizer, seed_everything, \
+    unwrap_model, wrap_model
+
+logger = logging.getLogger('train')
+
+
+def parse_args(argv=None):
+    parser = base_parser('Train a keypoint network')
+    add_opts(parser)
+    return parser.parse_args(argv)
+
+
+class Trainer:
+    """Everything one training run holds: built in __init__ (where setup errors
+    surface), run by run()."""
+
+    def __init__(self, args):
+        self.cfg = cfg = load_config(args, COMMON_FLAGS)
+        self.ctx = ctx = setup_run(cfg, args.cfg, 'train')
+        if cfg.SEED >= 0:
+            seed_everything(cfg.SEED)   # identical initial weights for a given SEED
+        self.model = models.build_model(cfg, is_train=True)
+        self.model = wrap_model(ctx.precision.prepare_model(self.model), ctx.device,
+                                ctx.gpus, ctx.dist)
+        self.criterion = JointsMSELoss(cfg.LOSS.USE_TARGET_WEIGHT).to(ctx.device)
+        self.optimizer = get_optimizer(cfg, self.model)
+        self.scheduler = get_lr_scheduler(cfg, self.optimizer)
+        self.begin_epoch = cfg.TRAIN.BEGIN_EPOCH
+        self.best_perf = float('-inf')
+        self.data_seed = cfg.SEED if cfg.SEED >= 0 else None
+        if cfg.TRAIN.RESUME:
+            self._resume()
+        if self.data_seed is None:   # one random seed, the same on every rank
+            self.data_seed = broadcast_object(fresh_seed())
+
+        self.train_dataset = dataset.build_dataset(cfg, cfg.DATASET.TRAIN_SET, True)
+        self.val_dataset = dataset.build_dataset(cfg, cfg.DATASET.TEST_SET, False)
+        self.train_loader = EpochSeededLoader(
+            self.train_dataset, cfg.TRAIN.BATCH_SIZE * ctx.replicas, cfg.WORKERS,
+            cfg.TRAIN.SHUFFLE, self.data_seed, ctx.dist, ctx.pin_memory)
+        self.val_loader = build_val_loader(self.val_dataset, cfg.TEST.BATCH_SIZE * ctx.replicas,
+                                           cfg.WORKERS, ctx.dist, ctx.pin_memory)
+        self.writer_dict = None
+        if ctx.dist.is_main:
+            self.writer_dict = {'writer': SummaryWriter(log_dir=ctx.tb_log_dir),
+                                'train_global_steps': 0, 'valid_global_steps': 0}
+        logger.info('%d training and %d validation samples; epochs %d..%d; data seed %d',
+                    len(self.train_dataset), len(self.val_dataset), self.begin_epoch,
+                    cfg.TRAIN.END_EPOCH - 1, self.data_seed)
+
+    @property
+    def checkpoint_path(self):
+        return os.path.join(self.ctx.output_dir, 'checkpoint.pth.tar')
+
+    def _resume(self):
+        """Continue from TRAIN.CHECKPOINT, or from checkpoint.pth.tar in the output
+        folder when there is one."""
+        path = self.cfg.TRAIN.CHECKPOINT or self.checkpoint_path
+        if not os.path.isfile(path):
+            if self.cfg.TRAIN.CHECKPOINT:
+                raise FileNotFoundError('TRAIN.CHECKPOINT: no such file: {}'.format(path))
+            logger.info('TRAIN.RESUME: no %s yet, starting from scratch', path)
+            return
+        state = read_checkpoint(path)
+        missing = [k for k in ('epoch', 'state_dict', 'optimizer') if k not in state]
+        if missing:
+            raise ValueError('{}: not a training checkpoint (no {})'.format(
+                path, ', '.join(missing)))
+        load_pose_checkpoint(unwrap_model(self.model), state['state_dict'])
+        self.optimizer.load_state_dict(state['optimizer'])
+        self.begin_epoch = int(state['epoch'])
+        if 'scheduler' in state:
+            self.scheduler.load_state_dict(state['scheduler'])
+        else:   # an original checkpoint: rebuild the schedule's position
+            self.scheduler.last_epoch = self.begin_epoch
+            for group, lr in zip(self.optimizer.param_groups, self._lr_at(self.begin_epoch)):
+                group['lr'] = lr
+        if 'scaler' in state:
+            self.ctx.precision.scaler.load_state_dict(state['scaler'])
+        self.best_perf = float(state.get('best_perf', state.get('perf', float('-inf'))))
+        self.data_seed = state.get('data_seed', self.data_seed)
+        logger.info('resumed from %s at epoch %d (best perf %.4f)', path, self.begin_epoch,
+                    self.best_perf)
+
+    def _lr_at(self, epoch):
+        drops = sum(epoch >= step for step in self.cfg.TRAIN.LR_STEP)
+        return [self.cfg.TRAIN.LR * self.cfg.TRAIN.LR_FACTOR ** drops
+                for _ in self.optimizer.param_groups]
+
+    def _save(self, epoch, perf):
+        is_best = perf > self.best_perf
+        self.best_perf = max(self.best_perf, perf)
+        logger.info('saving checkpoint to %s (perf %.4f, best %.4f)', self.ctx.output_dir,
+                    perf, self.best_perf)
+        save_checkpoint({
+            'epoch': epoch + 1,
+            'model': get_model_name(self.cfg)[1],
+            'state_dict': unwrap_model(self.model).state_dict(),
+            'perf': perf,
+            'best_perf': self.best_perf,
+            'optimizer': self.optimizer.state_dict(),
+            'scheduler': self.scheduler.state_dict(),
+            'scaler': self.ctx.precision.scaler.state_dict(),
+            'data_seed': self.data_seed,
+        }, is_best, self.ctx.output_dir)
+
+    def run(self):
+        cfg, ctx = self.cfg, self.ctx
+        for epoch in range(self.begin_epoch, cfg.TRAIN.END_EPOCH):
+            self.train_loader.set_epoch(epoch)
+            logger.info('epoch %d, lr %.3g', epoch, self.optimizer.param_groups[0]['lr'])
+            train(cfg, self.train_loader, self.model, self.criterion, self.optimizer, epoch,
+                  ctx.output_dir, ctx.tb_log_dir, self.writer_dict, ctx.precision)
+            self.scheduler.step()
+            perf = validate(cfg, self.val_loader, self.val_dataset, self.model, self.criterion,
+                            ctx.output_dir, ctx.tb_log_dir, self.writer_dict, ctx.precision,
+                            epoch=epoch)
+            if ctx.dist.is_main:
+                self._save(epoch, perf)
+            barrier()
+        if ctx.dist.is_main:
+            final_path = os.path.join(ctx.output_dir, 'final_state.pth.tar')
+            logger.info('saving final model state to %s', final_path)
+            save_atomic(unwrap_model(self.model).state_dict(), final_path)
+            self.writer_dict['writer'].close()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        try:
+            trainer = Trainer(args)
+        except SETUP_ERRORS as error:
+            return report_error(error, SETUP_ERROR_STATUS)
+        try:
+            trainer.run()
+        except NonFiniteLossError as error:
+            message = '{}; training stopped, the last checkpoint ({}) is kept'.format(
+                error, trainer.checkpoint_path)
+            logger.error(message)
+            return report_error(message, 1)
+    finally:
+        shutdown_distributed()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

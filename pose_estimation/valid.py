@@ -1,0 +1,98 @@
+"""Evaluate a trained pose network:
+`python pose_estimation/valid.py --cfg EXPERIMENT.yaml --model-file CKPT [--flip-test] ...`
+
+Works in one process (CPU, one GPU, or `--gpus 0,1` with DataParallel) and under
+`torchrun --nproc_per_node N`, where each rank predicts a shard of the people and
+rank 0 evaluates the gathered results.
+"""
+import logging
+import os
+import sys
+
+import _init_paths  # noqa: F401  (puts lib/ on sys.path)
+
+import dataset
+import models
+from core.function import validate
+from core.loss import JointsMSELoss
+from utils.checkpoint import load_pose_checkpoint
+from utils.distributed import DistContext, shutdown_distributed
+from utils.launch import COMMON_FLAGS, SETUP_ERROR_STATUS, SETUP_ERRORS, add_opts, \
+    base_parser, load_config, report_error, setup_run
+from utils.loaders import build_val_loader
+from utils.utils import wrap_model
+
+logger = logging.getLogger('valid')
+
+VALID_FLAGS = dict(
+    COMMON_FLAGS,
+    model_file=('TEST.MODEL_FILE', str),
+    flip_test=('TEST.FLIP_TEST', bool),
+    use_detect_bbox=('TEST.USE_GT_BBOX', lambda use_detect: not use_detect),
+    coco_bbox_file=('TEST.COCO_BBOX_FILE', str),
+    post_process=('TEST.POST_PROCESS', bool),
+    shift_heatmap=('TEST.SHIFT_HEATMAP', bool),
+)
+
+
+def parse_args(argv=None):
+    parser = base_parser('Validate a keypoint network')
+    parser.add_argument('--model-file', help='weights to evaluate (TEST.MODEL_FILE); default: '
+                        'final_state.pth.tar in the output folder')
+    parser.add_argument('--flip-test', action='store_true',
+                        help='average with the flipped image (TEST.FLIP_TEST)')
+    parser.add_argument('--use-detect-bbox', action='store_true',
+                        help='detector boxes instead of ground truth (TEST.USE_GT_BBOX false)')
+    parser.add_argument('--coco-bbox-file', help='detector results json (TEST.COCO_BBOX_FILE)')
+    parser.add_argument('--post-process', action='store_true',
+                        help='quarter-pixel refinement (TEST.POST_PROCESS)')
+    parser.add_argument('--shift-heatmap', action='store_true',
+                        help='shift flipped heatmaps one pixel (TEST.SHIFT_HEATMAP)')
+    add_opts(parser)
+    return parser.parse_args(argv)
+
+
+class Validator:
+    """Model, data and loader of one evaluation: built in __init__ (where setup
+    errors surface), run by run()."""
+
+    def __init__(self, args):
+        self.cfg = cfg = load_config(args, VALID_FLAGS)
+        self.ctx = ctx = setup_run(cfg, args.cfg, 'valid')
+        model_file = cfg.TEST.MODEL_FILE or os.path.join(ctx.output_dir, 'final_state.pth.tar')
+        if not os.path.isfile(model_file):
+            raise FileNotFoundError('model file not found: {} (give one with --model-file or '
+                                    'TEST.MODEL_FILE)'.format(model_file))
+        model = models.build_model(cfg, is_train=False)
+        logger.info('loading model weights from %s', model_file)
+        load_pose_checkpoint(model, model_file)
+        # Evaluation needs no gradient sync: never DDP, DataParallel for --gpus 0,1.
+        self.model = wrap_model(ctx.precision.prepare_model(model), ctx.device, ctx.gpus,
+                                DistContext())
+        self.criterion = JointsMSELoss(cfg.LOSS.USE_TARGET_WEIGHT).to(ctx.device)
+        self.val_dataset = dataset.build_dataset(cfg, cfg.DATASET.TEST_SET, False)
+        self.val_loader = build_val_loader(self.val_dataset, cfg.TEST.BATCH_SIZE * ctx.replicas,
+                                           cfg.WORKERS, ctx.dist, ctx.pin_memory)
+
+    def run(self):
+        ctx = self.ctx
+        return validate(self.cfg, self.val_loader, self.val_dataset, self.model,
+                        self.criterion, ctx.output_dir, ctx.tb_log_dir,
+                        precision=ctx.precision)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        try:
+            validator = Validator(args)
+        except SETUP_ERRORS as error:
+            return report_error(error, SETUP_ERROR_STATUS)
+        validator.run()
+    finally:
+        shutdown_distributed()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""End to end: train.py and valid.py on a tiny generated sample, as CI runs them.
+
+One 2-epoch training run (module fixture) feeds the other tests: resuming must
+reproduce its weights exactly, valid.py must give the same results in one
+process, under torchrun and from an original-format checkpoint.
+"""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, SHARED_DATA
+
+DEMO_CFG = os.path.join(ROOT, 'experiments', 'sample', 'hsrnet59_demo.yaml')
+CFG_STEM = 'hsrnet59_demo'
+DETECTIONS = os.path.join('person_detection_results',
+                          'COCO_val2017_detections_AP_H_56_person.json')
+RESULTS = os.path.join('results', 'keypoints_val2017_results.json')
+TIMEOUT = 120
+
+
+def run_script(script, args, nproc=1, env=None, timeout=TIMEOUT):
+    """Run pose_estimation/<script> (under torchrun for nproc > 1)."""
+    path = os.path.join(ROOT, 'pose_estimation', script)
+    if nproc > 1:
+        command = [sys.executable, '-m', 'torch.distributed.run', '--standalone',
+                   '--nproc_per_node', str(nproc), path]
+    else:
+        command = [sys.executable, path]
+    full_env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
+    return subprocess.run(command + [str(a) for a in args], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def check_ok(result):
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def tiny_opts(sample, out_dir, **extra):
+    """The demo yaml shrunk to seconds: 64x48 input, 2 epochs, no workers."""
+    opts = {
+        'DATASET.ROOT': sample,
+        'TEST.COCO_BBOX_FILE': os.path.join(sample, DETECTIONS),
+        'OUTPUT_DIR': out_dir,
+        'LOG_DIR': os.path.join(out_dir, 'log'),
+        'MODEL.IMAGE_SIZE': '[48, 64]',
+        'MODEL.EXTRA.HEATMAP_SIZE': '[12, 16]',
+        'TRAIN.BATCH_SIZE': 8,
+        'TEST.BATCH_SIZE': 4,
+        'TRAIN.END_EPOCH': 2,
+        'TRAIN.LR_STEP': '[1]',
+        'WORKERS': 0,
+        'PRINT_FREQ': 1,
+        'SEED': 3,
+    }
+    opts.update(extra)
+    return [item for pair in opts.items() for item in pair]
+
+
+def output_dir_of(out_dir):
+    return os.path.join(out_dir, 'coco', 'pose_hsrnet_59', CFG_STEM)
+
+
+def train_args(sample, out_dir, **extra):
+    return ['--cfg', DEMO_CFG] + tiny_opts(sample, out_dir, **extra)
+
+
+def valid_args(sample, out_dir, model_file, *flags, **extra):
+    return (['--cfg', DEMO_CFG, '--model-file', model_file, '--flip-test',
+             '--use-detect-bbox'] + list(flags) + tiny_opts(sample, out_dir, **extra))
+
+
+def load_results(out_dir):
+    with open(os.path.join(output_dir_of(out_dir), RESULTS)) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope='module')
+def sample(tmp_path_factory):
+    root = tmp_path_factory.mktemp('sample')
+    subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'make_sample_data.py'),
+                    '--out', str(root), '--seed', '1', '--train-images', '6',
+                    '--val-images', '4'], check=True, capture_output=True, timeout=TIMEOUT)
+    return str(root)
+
+
+@pytest.fixture(scope='module')
+def trained(sample, tmp_path_factory):
+    """Output folder of an uninterrupted 2-epoch run (debug images on)."""
+    out_dir = str(tmp_path_factory.mktemp('train'))
+    result = check_ok(run_script('train.py', train_args(sample, out_dir, **{'DEBUG.DEBUG': 'true'})))
+    return out_dir, result
+
+
+@pytest.fixture(scope='module')
+def single_valid(sample, trained, tmp_path_factory):
+    """Results of valid.py (flip test, detector boxes) in one process."""
+    out_dir = str(tmp_path_factory.mktemp('valid1'))
+    model_file = os.path.join(output_dir_of(trained[0]), 'final_state.pth.tar')
+    result = check_ok(run_script('valid.py', valid_args(sample, out_dir, model_file),
+                                 env={'OMP_NUM_THREADS': '1'}))
+    return load_results(out_dir), result
+
+
+def test_training_writes_checkpoints_logs_and_debug_images(trained):
+    out_dir, result = trained
+    final_dir = output_dir_of(out_dir)
+    names = set(os.listdir(final_dir))
+    assert {'checkpoint.pth.tar', 'model_best.pth.tar', 'final_state.pth.tar',
+            'train_config.yaml', 'results', 'debug'} <= names
+    assert any(n.startswith(CFG_STEM) and n.endswith('_train.log') for n in names)
+    for suffix in ('gt', 'pred', 'hm_gt', 'hm_pred'):
+        assert os.path.isfile(os.path.join(final_dir, 'debug', 'train_0_{}.jpg'.format(suffix)))
+    tb_runs = os.listdir(os.path.join(out_dir, 'log', 'coco', 'pose_hsrnet_59'))
+    assert len(tb_runs) == 1 and tb_runs[0].startswith(CFG_STEM + '_')
+    assert os.listdir(os.path.join(out_dir, 'log', 'coco', 'pose_hsrnet_59', tb_runs[0]))
+
+    checkpoint = torch.load(os.path.join(final_dir, 'checkpoint.pth.tar'), weights_only=True)
+    assert checkpoint['epoch'] == 2
+    assert checkpoint['model'] == '64x48_pose_hsrnet_59_d256d256'
+    assert {'state_dict', 'perf', 'best_perf', 'optimizer', 'scheduler'} <= set(checkpoint)
+    assert checkpoint['scheduler']['last_epoch'] == 2
+    final = torch.load(os.path.join(final_dir, 'final_state.pth.tar'), weights_only=True)
+    assert all(torch.equal(final[k], checkpoint['state_dict'][k]) for k in final)
+    assert 'Epoch [1] [2/2]' in result.stdout and '64x48_pose_hsrnet_59_d256d256: loss' \
+        in result.stdout
+    assert result.stdout.count('saving checkpoint') == 2
+
+
+def test_resumed_run_ends_with_the_same_weights(sample, trained, tmp_path):
+    out_dir = str(tmp_path)
+    check_ok(run_script('train.py', train_args(sample, out_dir, **{
+        'TRAIN.END_EPOCH': 1, 'DEBUG.DEBUG': 'true'})))
+    resumed = check_ok(run_script('train.py', train_args(sample, out_dir, **{
+        'TRAIN.RESUME': 'true', 'DEBUG.DEBUG': 'true'})))
+    assert 'resumed from' in resumed.stdout and 'epoch 0,' not in resumed.stdout
+    a = torch.load(os.path.join(output_dir_of(trained[0]), 'final_state.pth.tar'),
+                   weights_only=True)
+    b = torch.load(os.path.join(output_dir_of(out_dir), 'final_state.pth.tar'),
+                   weights_only=True)
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, different[:5]
+
+
+def test_valid_writes_results_and_table(single_valid):
+    results, result = single_valid
+    assert results and {'image_id', 'category_id', 'keypoints', 'score'} <= set(results[0])
+    assert len(results[0]['keypoints']) == 17 * 3
+    assert '64x48_pose_hsrnet_59_d256d256: loss' in result.stdout
+    assert result.stdout.count('| AP | AP .5 | AP .75 |') == 1   # the table, printed once
+
+
+def test_torchrun_valid_equals_one_process(sample, trained, single_valid, tmp_path):
+    out_dir = str(tmp_path)
+    model_file = os.path.join(output_dir_of(trained[0]), 'final_state.pth.tar')
+    result = check_ok(run_script('valid.py', valid_args(sample, out_dir, model_file), nproc=2,
+                                 env={'OMP_NUM_THREADS': '1'}))
+    assert result.stdout.count('64x48_pose_hsrnet_59_d256d256: loss') == 1   # rank 0 only
+    assert load_results(out_dir) == single_valid[0]
+
+
+def test_original_format_checkpoint_through_model_file(sample, trained, single_valid,
+                                                       tmp_path):
+    """The original saved checkpoint.pth.tar with DataParallel's 'module.' prefix and a
+    numpy perf; the same weights must give the same results."""
+    final = torch.load(os.path.join(output_dir_of(trained[0]), 'final_state.pth.tar'),
+                       weights_only=True)
+    original = {'epoch': 2, 'model': ('pose_hsrnet_59', '64x48_pose_hsrnet_59_d256d256'),
+                'state_dict': {'module.' + k: v for k, v in final.items()},
+                'perf': np.float64(0.25), 'optimizer': {}}
+    model_file = str(tmp_path / 'original_checkpoint.pth.tar')
+    torch.save(original, model_file)
+    out_dir = str(tmp_path / 'out')
+    check_ok(run_script('valid.py', valid_args(sample, out_dir, model_file),
+                        env={'OMP_NUM_THREADS': '1'}))
+    assert load_results(out_dir) == single_valid[0]
+
+
+def test_torchrun_training(sample, tmp_path):
+    out_dir = str(tmp_path)
+    result = check_ok(run_script('train.py', train_args(sample, out_dir, **{
+        'TRAIN.END_EPOCH': 1}), nproc=2))
+    assert result.stdout.count('saving checkpoint') == 1
+    checkpoint = torch.load(os.path.join(output_dir_of(out_dir), 'checkpoint.pth.tar'),
+                            weights_only=True)
+    assert checkpoint['epoch'] == 1 and not any(k.startswith('module.')
+                                                for k in checkpoint['state_dict'])
+
+
+def test_valid_on_shared_coco_sample(trained, tmp_path):
+    shared = os.path.join(SHARED_DATA, 'coco_sample')
+    if not os.path.isdir(shared):
+        pytest.skip('shared COCO sample not found: {}'.format(shared))
+    out_dir = str(tmp_path)
+    model_file = os.path.join(output_dir_of(trained[0]), 'final_state.pth.tar')
+    check_ok(run_script('valid.py', valid_args(shared, out_dir, model_file)))
+    with open(os.path.join(shared, DETECTIONS)) as f:
+        detected_images = {d['image_id'] for d in json.load(f) if d['category_id'] == 1}
+    results = load_results(out_dir)
+    assert results and {r['image_id'] for r in results} <= detected_images
+
+
+@pytest.mark.parametrize('script,extra', [
+    ('train.py', ['--cfg', 'BAD_YAML']),
+    ('valid.py', ['--cfg', DEMO_CFG, 'TRAIN.LRR', '0.1']),
+    ('valid.py', ['--cfg', DEMO_CFG, '--model-file', 'no/such/file.pth']),
+])
+def test_setup_errors_are_one_line_with_status_2(tmp_path, script, extra):
+    bad_yaml = tmp_path / 'bad.yaml'
+    bad_yaml.write_text('TRAIN:\n  LRR: 0.1\n')
+    args = [str(bad_yaml) if a == 'BAD_YAML' else a for a in extra]
+    result = run_script(script, args + ['OUTPUT_DIR', str(tmp_path / 'out'),
+                                        'LOG_DIR', str(tmp_path / 'log')])
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr
+    assert 'LRR' in lines[0] or 'no/such/file.pth' in lines[0]
+    if 'BAD_YAML' in extra:
+        assert str(bad_yaml) in lines[0]
+
+
+NAN_WRAPPER = '''
+import os, runpy, sys
+import torch
+sys.path[:0] = [{lib!r}, os.path.dirname({script!r})]
+import core.loss
+
+forward = core.loss.JointsMSELoss.forward
+calls = [0]
+
+def nan_on_second_training_step(self, *args):
+    loss = forward(self, *args)
+    if torch.is_grad_enabled():
+        calls[0] += 1
+        if calls[0] == 2:
+            return loss * float('nan')
+    return loss
+
+core.loss.JointsMSELoss.forward = nan_on_second_training_step
+sys.argv = [{script!r}] + sys.argv[1:]
+runpy.run_path({script!r}, run_name='__main__')
+'''
+
+
+def test_nan_loss_stops_and_keeps_the_last_checkpoint(sample, trained, tmp_path):
+    out_dir = str(tmp_path / 'out')
+    final_dir = output_dir_of(out_dir)
+    os.makedirs(final_dir)
+    checkpoint = os.path.join(final_dir, 'checkpoint.pth.tar')
+    shutil.copy(os.path.join(output_dir_of(trained[0]), 'checkpoint.pth.tar'), checkpoint)
+    with open(checkpoint, 'rb') as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    wrapper = tmp_path / 'nan_train.py'
+    wrapper.write_text(NAN_WRAPPER.format(lib=os.path.join(ROOT, 'lib'), script=os.path.join(
+        ROOT, 'pose_estimation', 'train.py')))
+    result = subprocess.run(
+        [sys.executable, str(wrapper), '--cfg', DEMO_CFG] + [str(a) for a in tiny_opts(
+            sample, out_dir, **{'TRAIN.RESUME': 'true', 'TRAIN.END_EPOCH': 3})],
+        cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith('error: loss is nan at epoch 2, iteration 1'), result.stderr
+    assert checkpoint in error
+    with open(checkpoint, 'rb') as f:
+        assert hashlib.sha256(f.read()).hexdigest() == digest
+    assert not os.path.exists(os.path.join(final_dir, 'final_state.pth.tar'))

@@ -1,0 +1,145 @@
+"""`make demo`: the whole pipeline on the synthetic sample, on the CPU.
+
+    python tools/demo.py [--cfg experiments/sample/hsrnet59_demo.yaml]
+
+1. generates the sample dataset (tools/make_sample_data.py) unless it is there
+   and newer than its generator,
+2. trains the yaml's network from scratch (pose_estimation/train.py),
+3. validates the result with flip test on the sample's detector boxes
+   (pose_estimation/valid.py --flip-test --use-detect-bbox), printing the COCO table,
+4. draws the predicted skeletons on a few validation images
+   (<output dir>/demo_predictions.jpg).
+Each step is the ordinary command, printed before it runs.
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import defaultdict
+
+import cv2
+import numpy as np
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
+sys.path.insert(0, os.path.join(ROOT, 'lib'))
+
+from core.config import get_default_config, get_model_name, update_config  # noqa: E402
+from utils.utils import output_dirs  # noqa: E402
+from utils.vis import draw_skeleton, image_grid  # noqa: E402
+
+DEFAULT_CFG = 'experiments/sample/hsrnet59_demo.yaml'
+GENERATOR_FILES = ('tools/make_sample_data.py', 'lib/utils/sample_data.py')
+SAMPLE_FILES = ('annotations/person_keypoints_train2017.json',
+                'annotations/person_keypoints_val2017.json')
+PICTURE_IMAGES = 6
+PICTURE_CELL = 320          # each image letterboxed into a square of this size
+MIN_PERSON_SCORE = 0.5       # the picture shows confident poses only
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--cfg', default=DEFAULT_CFG, help='experiment yaml')
+    return parser.parse_args()
+
+
+def sample_is_current(cfg):
+    """The sample exists and is newer than the code that generates it."""
+    paths = [os.path.join(cfg.DATASET.ROOT, f) for f in SAMPLE_FILES] + [cfg.TEST.COCO_BBOX_FILE]
+    if not all(os.path.isfile(p) for p in paths):
+        return False
+    generated = min(os.path.getmtime(p) for p in paths)
+    return all(os.path.getmtime(os.path.join(ROOT, f)) < generated for f in GENERATOR_FILES)
+
+
+def run(command, capture=False):
+    """Run a step, echoing its output; returns the output when `capture`."""
+    print('\n$ ' + ' '.join(command), flush=True)
+    process = subprocess.Popen([sys.executable] + command, cwd=ROOT, text=True,
+                               stdout=subprocess.PIPE if capture else None,
+                               stderr=subprocess.STDOUT if capture else None)
+    lines = []
+    if capture:
+        for line in process.stdout:
+            print(line, end='', flush=True)
+            lines.append(line)
+    if process.wait() != 0:
+        sys.exit('demo: step failed (exit status {}): {}'.format(process.returncode,
+                                                                  ' '.join(command)))
+    return ''.join(lines)
+
+
+def ap_from_table(output, full_arch_name):
+    """The AP column of the '| <arch> | AP | ...' row that valid.py prints."""
+    match = re.search(r'\| {} \| ([0-9.]+) \|'.format(re.escape(full_arch_name)), output)
+    return float(match.group(1)) if match else float('nan')
+
+
+def letterbox(image, size):
+    height, width = image.shape[:2]
+    zoom = size / max(height, width)
+    resized = cv2.resize(image, (round(width * zoom), round(height * zoom)))
+    cell = np.zeros((size, size, 3), dtype=np.uint8)
+    top, left = (size - resized.shape[0]) // 2, (size - resized.shape[1]) // 2
+    cell[top:top + resized.shape[0], left:left + resized.shape[1]] = resized
+    return cell
+
+
+def draw_predictions(cfg, results_file, picture_file):
+    """Skeletons of the kept poses on the first validation images that have any."""
+    with open(results_file) as f:
+        results = json.load(f)
+    by_image = defaultdict(list)
+    for person in results:
+        if person['score'] >= MIN_PERSON_SCORE:
+            by_image[person['image_id']].append(np.reshape(person['keypoints'], (-1, 3)))
+    cells = []
+    for image_id in sorted(by_image)[:PICTURE_IMAGES]:
+        path = os.path.join(cfg.DATASET.ROOT, 'images', cfg.DATASET.TEST_SET,
+                            '{:012d}.jpg'.format(image_id))
+        image = cv2.imread(path)
+        for keypoints in by_image[image_id]:
+            draw_skeleton(image, keypoints, threshold=cfg.TEST.IN_VIS_THRE)
+        cells.append(letterbox(image, PICTURE_CELL))
+    if cells:
+        cv2.imwrite(picture_file, image_grid(np.stack(cells), ncols=3))
+    return len(cells)
+
+
+def main():
+    args = parse_args()
+    start = time.time()
+    cfg = update_config(os.path.join(ROOT, args.cfg), get_default_config())
+    os.chdir(ROOT)
+    output_dir = output_dirs(cfg, args.cfg)[0]
+    full_arch_name = get_model_name(cfg)[1]
+
+    if sample_is_current(cfg):
+        print('sample data in {} is up to date'.format(cfg.DATASET.ROOT))
+    else:
+        run(['tools/make_sample_data.py', '--out', cfg.DATASET.ROOT])
+    run(['pose_estimation/train.py', '--cfg', args.cfg])
+    trained = time.time()
+    valid_output = run(['pose_estimation/valid.py', '--cfg', args.cfg,
+                        '--model-file', os.path.join(output_dir, 'final_state.pth.tar'),
+                        '--flip-test', '--use-detect-bbox',
+                        '--coco-bbox-file', cfg.TEST.COCO_BBOX_FILE], capture=True)
+    results_file = os.path.join(output_dir, 'results',
+                                'keypoints_{}_results.json'.format(cfg.DATASET.TEST_SET))
+    picture_file = os.path.join(output_dir, 'demo_predictions.jpg')
+    drawn = draw_predictions(cfg, results_file, picture_file)
+
+    print('\ndemo: {} trained from scratch; AP {:.3f} on the sample {} with flip test and '
+          'detector boxes'.format(full_arch_name, ap_from_table(valid_output, full_arch_name),
+                                  cfg.DATASET.TEST_SET))
+    print('demo: results {}'.format(results_file))
+    if drawn:
+        print('demo: predicted skeletons on {} images: {}'.format(drawn, picture_file))
+    print('demo: {:.0f} s in all ({:.0f} s up to the end of training)'.format(
+        time.time() - start, trained - start))
+
+
+if __name__ == '__main__':
+    main()
