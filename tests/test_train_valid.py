@@ -106,6 +106,7 @@ def single_valid(sample, trained, tmp_path_factory):
     model_file = os.path.join(output_dir_of(trained[0]), 'final_state.pth.tar')
     result = check_ok(run_script('valid.py', valid_args(sample, out_dir, model_file),
                                  env={'OMP_NUM_THREADS': '1'}))
+    result.results_file = os.path.join(output_dir_of(out_dir), RESULTS)
     return load_results(out_dir), result
 
 
@@ -156,6 +157,11 @@ def test_valid_writes_results_and_table(single_valid):
     assert len(results[0]['keypoints']) == 17 * 3
     assert '64x48_pose_hsrnet_59_d256d256: loss' in result.stdout
     assert result.stdout.count('| AP | AP .5 | AP .75 |') == 1   # the table, printed once
+    ap = float(result.stdout.split('| AP | AP .5')[1].splitlines()[2].split('|')[1])
+    with open(os.path.join(os.path.dirname(result.results_file), 'metrics_val2017.json')) as f:
+        metrics = json.load(f)
+    assert metrics['model'] == '64x48_pose_hsrnet_59_d256d256'
+    assert round(metrics['metrics']['AP'], 3) == ap
 
 
 def test_torchrun_valid_equals_one_process(sample, trained, single_valid, tmp_path):

@@ -14,7 +14,6 @@ Each step is the ordinary command, printed before it runs.
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -54,27 +53,18 @@ def sample_is_current(cfg):
     return all(os.path.getmtime(os.path.join(ROOT, f)) < generated for f in GENERATOR_FILES)
 
 
-def run(command, capture=False):
-    """Run a step, echoing its output; returns the output when `capture`."""
+def run(command):
+    """Run a step with this interpreter, its output going to the terminal."""
     print('\n$ ' + ' '.join(command), flush=True)
-    process = subprocess.Popen([sys.executable] + command, cwd=ROOT, text=True,
-                               stdout=subprocess.PIPE if capture else None,
-                               stderr=subprocess.STDOUT if capture else None)
-    lines = []
-    if capture:
-        for line in process.stdout:
-            print(line, end='', flush=True)
-            lines.append(line)
-    if process.wait() != 0:
-        sys.exit('demo: step failed (exit status {}): {}'.format(process.returncode,
-                                                                  ' '.join(command)))
-    return ''.join(lines)
+    status = subprocess.call([sys.executable] + command, cwd=ROOT)
+    if status != 0:
+        sys.exit('demo: step failed (exit status {}): {}'.format(status, ' '.join(command)))
 
 
-def ap_from_table(output, full_arch_name):
-    """The AP column of the '| <arch> | AP | ...' row that valid.py prints."""
-    match = re.search(r'\| {} \| ([0-9.]+) \|'.format(re.escape(full_arch_name)), output)
-    return float(match.group(1)) if match else float('nan')
+def read_ap(output_dir, image_set):
+    """AP from the metrics file valid.py writes beside the results."""
+    with open(os.path.join(output_dir, 'results', 'metrics_{}.json'.format(image_set))) as f:
+        return json.load(f)['metrics']['AP']
 
 
 def letterbox(image, size):
@@ -122,17 +112,17 @@ def main():
         run(['tools/make_sample_data.py', '--out', cfg.DATASET.ROOT])
     run(['pose_estimation/train.py', '--cfg', args.cfg])
     trained = time.time()
-    valid_output = run(['pose_estimation/valid.py', '--cfg', args.cfg,
+    run(['pose_estimation/valid.py', '--cfg', args.cfg,
                         '--model-file', os.path.join(output_dir, 'final_state.pth.tar'),
                         '--flip-test', '--use-detect-bbox',
-                        '--coco-bbox-file', cfg.TEST.COCO_BBOX_FILE], capture=True)
+                        '--coco-bbox-file', cfg.TEST.COCO_BBOX_FILE])
     results_file = os.path.join(output_dir, 'results',
                                 'keypoints_{}_results.json'.format(cfg.DATASET.TEST_SET))
     picture_file = os.path.join(output_dir, 'demo_predictions.jpg')
     drawn = draw_predictions(cfg, results_file, picture_file)
 
     print('\ndemo: {} trained from scratch; AP {:.3f} on the sample {} with flip test and '
-          'detector boxes'.format(full_arch_name, ap_from_table(valid_output, full_arch_name),
+          'detector boxes'.format(full_arch_name, read_ap(output_dir, cfg.DATASET.TEST_SET),
                                   cfg.DATASET.TEST_SET))
     print('demo: results {}'.format(results_file))
     if drawn:

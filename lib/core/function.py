@@ -10,6 +10,7 @@ import torch
 from core.config import get_model_name
 from core.evaluate import accuracy
 from core.inference import get_final_preds
+from utils.fileio import write_json_atomically
 from utils.distributed import (all_gather_objects, all_reduce_sum, broadcast_object,
                                get_rank, merge_in_dataset_order)
 from utils.meters import AverageMeter, progress_line
@@ -169,8 +170,9 @@ def _collect_predictions(config, val_loader, val_dataset, model, criterion, prec
 
 def validate(config, val_loader, val_dataset, model, criterion, output_dir, tb_log_dir,
              writer_dict=None, precision=None, epoch=None):
-    """Predict every person of `val_dataset`, evaluate on rank 0, return the
-    dataset's performance indicator (AP for COCO) on every rank.
+    """Predict every person of `val_dataset`, evaluate on rank 0 (the metrics also
+    go to `<output_dir>/results/metrics_<set>.json`), return the dataset's
+    performance indicator (AP for COCO) on every rank.
 
     Under torchrun each rank predicts its shard; predictions, boxes and image
     paths are gathered and put back in dataset order before evaluation.
@@ -193,7 +195,13 @@ def validate(config, val_loader, val_dataset, model, criterion, output_dir, tb_l
         merged = merge_in_dataset_order(shards, len(val_dataset))
         name_values, perf_indicator = val_dataset.evaluate(
             config, merged['preds'], output_dir, merged['boxes'], merged['image'])
-        name_values = dict(name_values)
+        name_values = {name: float(value) for name, value in name_values.items()}
+        metrics_dir = os.path.join(output_dir, 'results')
+        os.makedirs(metrics_dir, exist_ok=True)
+        write_json_atomically(
+            {'model': get_model_name(config)[1], 'epoch': epoch, 'loss': loss_avg,
+             'accuracy': acc_avg, 'metrics': name_values},
+            os.path.join(metrics_dir, 'metrics_{}.json'.format(val_dataset.image_set)))
         # the dataset's evaluate has printed the metric table
         logger.info('%s: loss %.5g, heatmap accuracy %.4f, %s %.4f',
                     get_model_name(config)[1], loss_avg, acc_avg,

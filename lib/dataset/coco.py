@@ -11,7 +11,6 @@ import json
 import logging
 import numbers
 import os
-import tempfile
 from collections import OrderedDict
 
 import numpy as np
@@ -20,6 +19,7 @@ from pycocotools.cocoeval import COCOeval
 
 from core.config import ConfigError
 from nms.nms import oks_nms
+from utils.fileio import write_json_atomically
 
 from .JointsDataset import (JointsDataset, box_to_center_scale, format_name_values,
                             group_indices)
@@ -53,20 +53,6 @@ def rescore(maxvals, box_scores, in_vis_thre):
     count = above.sum(axis=1)
     mean = np.where(count > 0, (maxvals * above).sum(axis=1) / np.maximum(count, 1), 0.0)
     return mean * box_scores
-
-
-def write_json_atomically(obj, path):
-    """Write json through a temporary file and a rename, so that readers never
-    see a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(obj, f)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _check_detection(i, entry, path):
