@@ -10,26 +10,15 @@ import torch
 from torch.utils.data import DataLoader
 
 import dataset
-from conftest import ROOT, SHARED_DATA
-from core.config import ConfigError, get_default_config, update_config, update_config_from_list
+from conftest import DETECTIONS, SHARED_DATA, coco_config
+from core.config import ConfigError, get_default_config, update_config_from_list
 from dataset import COCODataset, ImageGroupedSampler, MPIIDataset, build_dataset
 from utils.transforms import affine_transform_points, get_affine_transform
 
 COCO_SAMPLE = os.path.join(SHARED_DATA, 'coco_sample')
 MPII_SAMPLE = os.path.join(SHARED_DATA, 'mpii_sample')
-COCO_YAML = os.path.join(ROOT, 'experiments', 'coco', 'hsrnet59', '256x192_d256x3_adam_lr1e-3.yaml')
-DETECTIONS = 'COCO_val2017_detections_AP_H_56_person.json'
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])
-
-
-def coco_config(root, *opts):
-    cfg = get_default_config()
-    update_config(COCO_YAML, cfg)
-    update_config_from_list(['DATASET.ROOT', str(root), 'TEST.COCO_BBOX_FILE',
-                             os.path.join(str(root), 'person_detection_results', DETECTIONS)]
-                            + list(opts), cfg)
-    return cfg
 
 
 def detector_config(root, *opts):

@@ -11,15 +11,13 @@ from scipy.io import loadmat, savemat
 from torch.utils.data import DataLoader
 
 import dataset
-from conftest import ROOT, SHARED_DATA
-from core.config import get_default_config, update_config, update_config_from_list
+from conftest import DETECTIONS, ROOT, SHARED_DATA, coco_config
+from core.config import get_default_config, update_config_from_list
 from core.inference import get_final_preds
 
 COCO_SAMPLE = os.path.join(SHARED_DATA, 'coco_sample')
 MPII_SAMPLE = os.path.join(SHARED_DATA, 'mpii_sample')
-COCO_YAML = os.path.join(ROOT, 'experiments', 'coco', 'hsrnet59', '256x192_d256x3_adam_lr1e-3.yaml')
 MAKE_SAMPLE_DATA = os.path.join(ROOT, 'tools', 'make_sample_data.py')
-DETECTIONS = 'COCO_val2017_detections_AP_H_56_person.json'
 MPII_JOINT_NAMES = ['rank', 'rkne', 'rhip', 'lhip', 'lkne', 'lank', 'pelv', 'thor',
                     'neck', 'head', 'rwri', 'relb', 'rsho', 'lsho', 'lelb', 'lwri']
 
@@ -28,15 +26,6 @@ def need(path):
     if not os.path.exists(path):
         pytest.skip('shared sample data not found: ' + path)
     return path
-
-
-def coco_config(root, *opts):
-    cfg = get_default_config()
-    update_config(COCO_YAML, cfg)
-    update_config_from_list(['DATASET.ROOT', str(root), 'TEST.COCO_BBOX_FILE',
-                             os.path.join(str(root), 'person_detection_results', DETECTIONS)]
-                            + list(opts), cfg)
-    return cfg
 
 
 def oracle_predictions(cfg, ds):
