@@ -20,8 +20,8 @@ from core.loss import JointsMSELoss
 from utils.checkpoint import load_pose_checkpoint, read_checkpoint, save_atomic, \
     save_checkpoint
 from utils.distributed import barrier, broadcast_object, shutdown_distributed
-from utils.launch import COMMON_FLAGS, SETUP_ERROR_STATUS, SETUP_ERRORS, add_opts, \
-    base_parser, load_config, report_error, setup_run
+from utils.launch import COMMON_FLAGS, RUN_ERROR_STATUS, RUN_ERRORS, SETUP_ERROR_STATUS, \
+    SETUP_ERRORS, add_opts, base_parser, error_message, load_config, report_error, setup_run
 from utils.loaders import EpochSeededLoader, build_val_loader
 from utils.utils import fresh_seed, get_lr_scheduler, get_optimizer, seed_everything, \
     unwrap_model, wrap_model
@@ -163,7 +163,10 @@ def main(argv=None):
             message = '{}; training stopped, the last checkpoint ({}) is kept'.format(
                 error, trainer.checkpoint_path)
             logger.error(message)
-            return report_error(message, 1)
+            return report_error(message, RUN_ERROR_STATUS)
+        except RUN_ERRORS as error:
+            logger.error('training stopped: %s', error_message(error))
+            return report_error(error, RUN_ERROR_STATUS)
     finally:
         shutdown_distributed()
     return 0

@@ -17,8 +17,8 @@ from core.function import validate
 from core.loss import JointsMSELoss
 from utils.checkpoint import load_pose_checkpoint
 from utils.distributed import DistContext, shutdown_distributed
-from utils.launch import COMMON_FLAGS, SETUP_ERROR_STATUS, SETUP_ERRORS, add_opts, \
-    base_parser, load_config, report_error, setup_run
+from utils.launch import COMMON_FLAGS, RUN_ERROR_STATUS, RUN_ERRORS, SETUP_ERROR_STATUS, \
+    SETUP_ERRORS, add_opts, base_parser, error_message, load_config, report_error, setup_run
 from utils.loaders import build_val_loader
 from utils.utils import wrap_model
 
@@ -88,7 +88,11 @@ def main(argv=None):
             validator = Validator(args)
         except SETUP_ERRORS as error:
             return report_error(error, SETUP_ERROR_STATUS)
-        validator.run()
+        try:
+            validator.run()
+        except RUN_ERRORS as error:
+            logger.error('validation stopped: %s', error_message(error))
+            return report_error(error, RUN_ERROR_STATUS)
     finally:
         shutdown_distributed()
     return 0

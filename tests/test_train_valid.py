@@ -233,6 +233,22 @@ def test_setup_errors_are_one_line_with_status_2(tmp_path, script, extra):
         assert str(bad_yaml) in lines[0]
 
 
+@pytest.mark.parametrize('workers', [0, 1])
+def test_corrupt_image_is_one_line_naming_it(sample, trained, tmp_path, workers):
+    root = tmp_path / 'sample'
+    shutil.copytree(sample, root)
+    images = root / 'images' / 'val2017'
+    corrupt = images / sorted(os.listdir(images))[1]
+    corrupt.write_bytes(b'not a jpeg')
+    model_file = os.path.join(output_dir_of(trained[0]), 'final_state.pth.tar')
+    result = run_script('valid.py', valid_args(str(root), str(tmp_path / 'out'), model_file,
+                                               WORKERS=workers))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines == ['error: cannot decode image {} (corrupt or not an image file)'.format(
+        corrupt)], result.stderr
+
+
 NAN_WRAPPER = '''
 import os, runpy, sys
 import torch

@@ -37,6 +37,15 @@ PIXEL_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 PIXEL_STD_DEV = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
+class DataError(ValueError):
+    """Bad data met while reading samples (a corrupt image, ...). The scripts
+    report it as one line, also when it comes out of a DataLoader worker."""
+
+
+class ImageNotFoundError(DataError, FileNotFoundError):
+    """An image named by the annotations is not on disk."""
+
+
 def box_to_center_scale(box, aspect_ratio, enlarge=1.25):
     """Boxes (..., 4) [x, y, w, h] -> centres (..., 2) and scales (..., 2) in units
     of 200 px, with the short side grown to `aspect_ratio` = w / h and x1.25."""
@@ -156,11 +165,11 @@ class JointsDataset(Dataset):
 
     def _decode_image(self, path):
         if not os.path.isfile(path):
-            raise FileNotFoundError('image not found: {} (expected layout {})'.format(
+            raise ImageNotFoundError('image not found: {} (expected layout {})'.format(
                 path, self.image_layout))
         image = cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
         if image is None:
-            raise ValueError('cannot decode image {} (corrupt or not an image file)'.format(path))
+            raise DataError('cannot decode image {} (corrupt or not an image file)'.format(path))
         return image
 
     def evaluate(self, cfg, preds, output_dir, *args, **kwargs):

@@ -9,7 +9,7 @@ COCODataset` resolves through the module registry. New code should call
 """
 from core.config import ConfigError
 
-from .JointsDataset import ImageGroupedSampler, JointsDataset
+from .JointsDataset import DataError, ImageGroupedSampler, ImageNotFoundError, JointsDataset
 from .coco import COCODataset
 from .mpii import MPIIDataset
 
@@ -28,4 +28,5 @@ def build_dataset(cfg, image_set, is_train, transform=None):
 
 
 __all__ = ['COCODataset', 'MPIIDataset', 'JointsDataset', 'ImageGroupedSampler',
+           'DataError', 'ImageNotFoundError',
            'DATASETS', 'build_dataset', 'coco', 'mpii']

@@ -9,6 +9,7 @@ import torch
 
 from core.config import ConfigError, check_config, config, update_config, \
     update_config_from_list
+from dataset import DataError
 from utils.distributed import DistContext, init_distributed
 from utils.precision import Precision
 from utils.utils import configure_backends, create_logger, select_device
@@ -70,8 +71,23 @@ COMMON_FLAGS = {
 }
 
 
+# Bad data met while running (a corrupt image): one line too, exit status 1.
+RUN_ERRORS = (DataError,)
+RUN_ERROR_STATUS = 1
+
+
+def error_message(error):
+    """The error's own message; for one re-raised from a DataLoader worker (whose
+    message holds the worker's traceback) the original exception's last line."""
+    message = str(error)
+    if 'Original Traceback' in message:
+        last = message.rstrip().splitlines()[-1]
+        message = last.split(': ', 1)[1] if ': ' in last else last
+    return message
+
+
 def report_error(error, status):
-    print('error: {}'.format(error), file=sys.stderr)
+    print('error: {}'.format(error_message(error)), file=sys.stderr)
     return status
 
 
