@@ -181,9 +181,10 @@ def test_derive_seed_depends_on_every_part():
                 derive_seed(2, 2, 0)}) == 4
 
 
-def test_shard_sampler_covers_every_item_once():
+def test_shard_sampler_covers_every_item_once_in_contiguous_slices():
     shards = [list(ShardSampler(7, DistContext(rank, 3))) for rank in range(3)]
-    assert shards == [[0, 3, 6], [1, 4], [2, 5]]
+    assert shards == [[0, 1], [2, 3], [4, 5, 6]]
+    assert [list(ShardSampler(2, DistContext(rank, 3))) for rank in range(3)] == [[], [0], [1]]
 
 
 def test_merge_in_dataset_order_drops_padding_duplicates():

@@ -3,8 +3,8 @@
 Training: the order of epoch e and all augmentation randomness are functions of
 (data seed, e, rank) only, so a run resumed at epoch k replays epoch k exactly as
 an uninterrupted run would (same WORKERS assumed: each worker has its own stream).
-Validation: each rank takes every world_size-th item, without the padding that
-DistributedSampler adds, so gathered results equal those of one process.
+Validation: each rank takes a contiguous slice of the items, without the padding
+that DistributedSampler adds, so gathered results equal those of one process.
 """
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
@@ -50,10 +50,14 @@ class EpochSeededLoader:
 
 
 class ShardSampler(Sampler):
-    """Items rank, rank + world_size, ... in order: every item exactly once overall."""
+    """A contiguous slice of the items for each rank: every item exactly once
+    overall, and the persons of one image (adjacent in the dataset) stay on one
+    rank, so each image is decoded by one rank only."""
 
     def __init__(self, num_items, dist_ctx):
-        self.indices = list(range(dist_ctx.rank, num_items, dist_ctx.world_size))
+        start = num_items * dist_ctx.rank // dist_ctx.world_size
+        stop = num_items * (dist_ctx.rank + 1) // dist_ctx.world_size
+        self.indices = list(range(start, stop))
 
     def __iter__(self):
         return iter(self.indices)
