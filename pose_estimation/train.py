@@ -19,9 +19,9 @@ from core.function import NonFiniteLossError, train, validate
 from core.loss import JointsMSELoss
 from utils.checkpoint import load_pose_checkpoint, read_checkpoint, save_atomic, \
     save_checkpoint
-from utils.distributed import barrier, broadcast_object, shutdown_distributed
-from utils.launch import COMMON_FLAGS, RUN_ERROR_STATUS, RUN_ERRORS, SETUP_ERROR_STATUS, \
-    SETUP_ERRORS, add_opts, base_parser, error_message, load_config, report_error, setup_run
+from utils.distributed import barrier, broadcast_object
+from utils.launch import COMMON_FLAGS, add_opts, base_parser, load_config, run_job, \
+    setup_run
 from utils.loaders import EpochSeededLoader, build_val_loader
 from utils.utils import fresh_seed, get_lr_scheduler, get_optimizer, seed_everything, \
     unwrap_model, wrap_model
@@ -134,8 +134,12 @@ class Trainer:
         for epoch in range(self.begin_epoch, cfg.TRAIN.END_EPOCH):
             self.train_loader.set_epoch(epoch)
             logger.info('epoch %d, lr %.3g', epoch, self.optimizer.param_groups[0]['lr'])
-            train(cfg, self.train_loader, self.model, self.criterion, self.optimizer, epoch,
-                  ctx.output_dir, ctx.tb_log_dir, self.writer_dict, ctx.precision)
+            try:
+                train(cfg, self.train_loader, self.model, self.criterion, self.optimizer,
+                      epoch, ctx.output_dir, ctx.tb_log_dir, self.writer_dict, ctx.precision)
+            except NonFiniteLossError as error:
+                raise NonFiniteLossError('{}; training stopped, the last checkpoint ({}) is '
+                                         'kept'.format(error, self.checkpoint_path)) from None
             self.scheduler.step()
             perf = validate(cfg, self.val_loader, self.val_dataset, self.model, self.criterion,
                             ctx.output_dir, ctx.tb_log_dir, self.writer_dict, ctx.precision,
@@ -151,25 +155,7 @@ class Trainer:
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    try:
-        try:
-            trainer = Trainer(args)
-        except SETUP_ERRORS as error:
-            return report_error(error, SETUP_ERROR_STATUS)
-        try:
-            trainer.run()
-        except NonFiniteLossError as error:
-            message = '{}; training stopped, the last checkpoint ({}) is kept'.format(
-                error, trainer.checkpoint_path)
-            logger.error(message)
-            return report_error(message, RUN_ERROR_STATUS)
-        except RUN_ERRORS as error:
-            logger.error('training stopped: %s', error_message(error))
-            return report_error(error, RUN_ERROR_STATUS)
-    finally:
-        shutdown_distributed()
-    return 0
+    return run_job(Trainer, parse_args(argv))
 
 
 if __name__ == '__main__':

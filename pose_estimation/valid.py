@@ -16,9 +16,9 @@ import models
 from core.function import validate
 from core.loss import JointsMSELoss
 from utils.checkpoint import load_pose_checkpoint
-from utils.distributed import DistContext, shutdown_distributed
-from utils.launch import COMMON_FLAGS, RUN_ERROR_STATUS, RUN_ERRORS, SETUP_ERROR_STATUS, \
-    SETUP_ERRORS, add_opts, base_parser, error_message, load_config, report_error, setup_run
+from utils.distributed import DistContext
+from utils.launch import COMMON_FLAGS, add_opts, base_parser, load_config, run_job, \
+    setup_run
 from utils.loaders import build_val_loader
 from utils.utils import wrap_model
 
@@ -82,20 +82,7 @@ class Validator:
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    try:
-        try:
-            validator = Validator(args)
-        except SETUP_ERRORS as error:
-            return report_error(error, SETUP_ERROR_STATUS)
-        try:
-            validator.run()
-        except RUN_ERRORS as error:
-            logger.error('validation stopped: %s', error_message(error))
-            return report_error(error, RUN_ERROR_STATUS)
-    finally:
-        shutdown_distributed()
-    return 0
+    return run_job(Validator, parse_args(argv))
 
 
 if __name__ == '__main__':

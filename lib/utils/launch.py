@@ -9,8 +9,9 @@ import torch
 
 from core.config import ConfigError, check_config, config, update_config, \
     update_config_from_list
+from core.function import NonFiniteLossError
 from dataset import DataError
-from utils.distributed import DistContext, init_distributed
+from utils.distributed import DistContext, init_distributed, shutdown_distributed
 from utils.precision import Precision
 from utils.utils import configure_backends, create_logger, select_device
 
@@ -71,8 +72,8 @@ COMMON_FLAGS = {
 }
 
 
-# Bad data met while running (a corrupt image): one line too, exit status 1.
-RUN_ERRORS = (DataError,)
+# Bad data or a NaN/infinite loss met while running: one line too, exit status 1.
+RUN_ERRORS = (DataError, NonFiniteLossError)
 RUN_ERROR_STATUS = 1
 
 
@@ -89,6 +90,25 @@ def error_message(error):
 def report_error(error, status):
     print('error: {}'.format(error_message(error)), file=sys.stderr)
     return status
+
+
+def run_job(job_class, args):
+    """Build `job_class(args)` (setup errors: one line, status 2), call its run()
+    (RUN_ERRORS: logged, one line, status 1), and always leave torchrun's process
+    group. Returns the exit status."""
+    try:
+        try:
+            job = job_class(args)
+        except SETUP_ERRORS as error:
+            return report_error(error, SETUP_ERROR_STATUS)
+        try:
+            job.run()
+        except RUN_ERRORS as error:
+            logging.getLogger(__name__).error('stopped: %s', error_message(error))
+            return report_error(error, RUN_ERROR_STATUS)
+    finally:
+        shutdown_distributed()
+    return 0
 
 
 @dataclass
