@@ -128,7 +128,6 @@ class JointsDataset(Dataset):
 
     num_joints = 0
     flip_pairs = []
-    parent_ids = []
     # Where the images are expected, for error messages (set by subclasses).
     image_layout = '<ROOT>/images/...'
 
@@ -138,7 +137,6 @@ class JointsDataset(Dataset):
         self.image_set = image_set
         self.is_train = is_train
         self.transform = transform
-        self.output_path = cfg.OUTPUT_DIR
         self.data_format = cfg.DATASET.DATA_FORMAT
         self.scale_factor = cfg.DATASET.SCALE_FACTOR
         self.rotation_factor = cfg.DATASET.ROT_FACTOR
@@ -147,7 +145,6 @@ class JointsDataset(Dataset):
         self.image_size = np.array(cfg.MODEL.IMAGE_SIZE, dtype=np.int64)
         self.heatmap_size = np.array(cfg.MODEL.EXTRA.HEATMAP_SIZE, dtype=np.int64)
         self.sigma = cfg.MODEL.EXTRA.SIGMA
-        self.pixel_std = PIXEL_STD
         self.db = []
         self._check_config(cfg)
         self.read_image = ImageCache(self._decode_image)

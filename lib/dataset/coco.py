@@ -84,7 +84,6 @@ class COCODataset(JointsDataset):
 
     num_joints = 17
     flip_pairs = [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12], [13, 14], [15, 16]]
-    parent_ids = None
     image_layout = '<ROOT>/images/<set>/<image_id:012d>.jpg'
 
     def __init__(self, cfg, root, image_set, is_train, transform=None):
@@ -92,7 +91,6 @@ class COCODataset(JointsDataset):
         self.use_gt_bbox = cfg.TEST.USE_GT_BBOX
         self.bbox_file = cfg.TEST.COCO_BBOX_FILE
         self.image_thre = cfg.TEST.IMAGE_THRE
-        self.nms_thre = cfg.TEST.NMS_THRE
         self.oks_thre = cfg.TEST.OKS_THRE
         self.in_vis_thre = cfg.TEST.IN_VIS_THRE
         self.aspect_ratio = self.image_size[0] / self.image_size[1]

@@ -67,7 +67,6 @@ class MPIIDataset(JointsDataset):
 
     num_joints = 16
     flip_pairs = [[0, 5], [1, 4], [2, 3], [10, 15], [11, 14], [12, 13]]
-    parent_ids = [1, 2, 6, 6, 3, 4, 6, 6, 7, 8, 11, 12, 7, 7, 13, 14]
     image_layout = '<ROOT>/images/<image>'
 
     def __init__(self, cfg, root, image_set, is_train, transform=None):
