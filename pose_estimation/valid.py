@@ -4,6 +4,10 @@
 Works in one process (CPU, one GPU, or `--gpus 0,1` with DataParallel) and under
 `torchrun --nproc_per_node N`, where each rank predicts a shard of the people and
 rank 0 evaluates the gathered results.
+
+`--save-heatmaps [PATH]` also keeps the (flip-averaged) heatmaps with their boxes
+(core.heatmap_cache), so that tools/redecode.py can try other decoding and
+post-processing settings without the network.
 """
 import logging
 import os
@@ -14,12 +18,14 @@ import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 import dataset
 import models
 from core.function import validate_model
+from core.heatmap_cache import DTYPES
 from core.loss import JointsMSELoss
 from runner.cli import COMMON_FLAGS, add_opts, base_parser, load_config
 from runner.launch import run_job, setup_run
 from runner.setup import wrap_model
 from utils.checkpoint import load_pose_checkpoint
 from utils.distributed import DistContext
+from utils.errors import ConfigError
 from utils.loaders import build_val_loader
 
 logger = logging.getLogger('valid')
@@ -48,8 +54,32 @@ def parse_args(argv=None):
                         help='quarter-pixel refinement (TEST.POST_PROCESS)')
     parser.add_argument('--shift-heatmap', action='store_true',
                         help='shift flipped heatmaps one pixel (TEST.SHIFT_HEATMAP)')
+    parser.add_argument('--save-heatmaps', nargs='?', const='', default=None, metavar='PATH',
+                        help='also save the heatmaps with the boxes for tools/redecode.py '
+                        '(.npz; default path <output dir>/results/heatmaps_<set>.npz)')
+    parser.add_argument('--heatmaps-dtype', choices=DTYPES, default='float16',
+                        help='precision of the saved heatmaps (default float16)')
     add_opts(parser)
     return parser.parse_args(argv)
+
+
+def heatmaps_path(args, cfg, output_dir):
+    """Where --save-heatmaps writes (None without the flag); its folder is
+    created here, so that an unwritable place is a setup error."""
+    if args.save_heatmaps is None:
+        return None
+    path = args.save_heatmaps or os.path.join(output_dir, 'results',
+                                              'heatmaps_{}.npz'.format(cfg.DATASET.TEST_SET))
+    if not path.endswith('.npz'):
+        raise ConfigError('--save-heatmaps: the file name must end in .npz, got {!r} (give '
+                          'the flag a path, or put it before the KEY VALUE overrides)'
+                          .format(path))
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    except OSError as e:
+        raise ConfigError('--save-heatmaps: cannot create the folder of {}: {}'.format(
+            path, e)) from None
+    return path
 
 
 class Validator:
@@ -71,13 +101,23 @@ class Validator:
                                 DistContext())
         self.criterion = JointsMSELoss(cfg.LOSS.USE_TARGET_WEIGHT).to(ctx.device)
         self.val_dataset = dataset.build_dataset(cfg, cfg.DATASET.TEST_SET, False)
+        self.heatmaps_file = heatmaps_path(args, cfg, ctx.output_dir)
+        self.heatmaps_dtype = args.heatmaps_dtype
+        if self.heatmaps_file:
+            j, (w, h) = self.val_dataset.num_joints, cfg.MODEL.EXTRA.HEATMAP_SIZE
+            size = len(self.val_dataset) * j * w * h * (2 if self.heatmaps_dtype == 'float16'
+                                                        else 4)
+            logger.info('heatmaps (%s, %.1f MB, also held in memory) will be saved to %s',
+                        self.heatmaps_dtype, size / 2 ** 20, self.heatmaps_file)
         self.val_loader = build_val_loader(self.val_dataset, cfg.TEST.BATCH_SIZE * ctx.replicas,
                                            cfg.WORKERS, ctx.dist, ctx.pin_memory)
 
     def run(self):
         ctx = self.ctx
         return validate_model(self.cfg, self.val_loader, self.val_dataset, self.model,
-                              self.criterion, ctx.output_dir, precision=ctx.precision)
+                              self.criterion, ctx.output_dir, precision=ctx.precision,
+                              heatmaps_file=self.heatmaps_file,
+                              heatmaps_dtype=self.heatmaps_dtype)
 
 
 def main(argv=None):
