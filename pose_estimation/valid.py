@@ -11,6 +11,7 @@ post-processing settings without the network.
 """
 import logging
 import os
+import re
 import sys
 
 import _init_paths  # noqa: F401  (puts lib/ on sys.path)
@@ -29,6 +30,8 @@ from utils.errors import ConfigError
 from utils.loaders import build_val_loader
 
 logger = logging.getLogger('valid')
+# A config key such as TEST.BATCH_SIZE, or the word opts (not a file name).
+CONFIG_KEY = re.compile(r'^(opts|[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*)$')
 
 VALID_FLAGS = dict(
     COMMON_FLAGS,
@@ -60,7 +63,12 @@ def parse_args(argv=None):
     parser.add_argument('--heatmaps-dtype', choices=DTYPES, default='float16',
                         help='precision of the saved heatmaps (default float16)')
     add_opts(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # `--save-heatmaps KEY VALUE ...`: the flag took the first override's key.
+    if args.save_heatmaps is not None and CONFIG_KEY.match(args.save_heatmaps):
+        args.opts = [args.save_heatmaps] + list(args.opts)
+        args.save_heatmaps = ''
+    return args
 
 
 def heatmaps_path(args, cfg, output_dir):
@@ -71,8 +79,7 @@ def heatmaps_path(args, cfg, output_dir):
     path = args.save_heatmaps or os.path.join(output_dir, 'results',
                                               'heatmaps_{}.npz'.format(cfg.DATASET.TEST_SET))
     if not path.endswith('.npz'):
-        raise ConfigError('--save-heatmaps: the file name must end in .npz, got {!r} (give '
-                          'the flag a path, or put it before the KEY VALUE overrides)'
+        raise ConfigError('--save-heatmaps: the file name must end in .npz, got {!r}'
                           .format(path))
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -89,6 +96,8 @@ class Validator:
     def __init__(self, args):
         self.cfg = cfg = load_config(args, VALID_FLAGS)
         self.ctx = ctx = setup_run(cfg, args.cfg, 'valid')
+        self.heatmaps_file = heatmaps_path(args, cfg, ctx.output_dir)
+        self.heatmaps_dtype = args.heatmaps_dtype
         model_file = cfg.TEST.MODEL_FILE or os.path.join(ctx.output_dir, 'final_state.pth.tar')
         if not os.path.isfile(model_file):
             raise FileNotFoundError('model file not found: {} (give one with --model-file or '
@@ -101,8 +110,6 @@ class Validator:
                                 DistContext())
         self.criterion = JointsMSELoss(cfg.LOSS.USE_TARGET_WEIGHT).to(ctx.device)
         self.val_dataset = dataset.build_dataset(cfg, cfg.DATASET.TEST_SET, False)
-        self.heatmaps_file = heatmaps_path(args, cfg, ctx.output_dir)
-        self.heatmaps_dtype = args.heatmaps_dtype
         if self.heatmaps_file:
             j, (w, h) = self.val_dataset.num_joints, cfg.MODEL.EXTRA.HEATMAP_SIZE
             size = len(self.val_dataset) * j * w * h * (2 if self.heatmaps_dtype == 'float16'

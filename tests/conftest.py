@@ -1,5 +1,9 @@
+import json
 import os
+import subprocess
 import sys
+
+import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 LIB = os.path.join(ROOT, 'lib')
@@ -24,3 +28,89 @@ def coco_config(root, *opts):
                              os.path.join(str(root), 'person_detection_results', DETECTIONS)]
                             + list(opts), cfg)
     return cfg
+
+
+# -- end to end: the scripts on a tiny generated sample (tests/test_train_valid.py,
+#    tests/test_heatmap_cache.py, ...) -----------------------------------------------
+
+DEMO_CFG = os.path.join(ROOT, 'experiments', 'sample', 'hsrnet59_demo.yaml')
+CFG_STEM = 'hsrnet59_demo'
+DETECTIONS_FILE = os.path.join('person_detection_results', DETECTIONS)
+RESULTS = os.path.join('results', 'keypoints_val2017_results.json')
+TIMEOUT = 120
+
+
+def run_script(script, args, nproc=1, env=None, timeout=TIMEOUT):
+    """Run pose_estimation/<script> (under torchrun for nproc > 1)."""
+    path = os.path.join(ROOT, 'pose_estimation', script)
+    if nproc > 1:
+        command = [sys.executable, '-m', 'torch.distributed.run', '--standalone',
+                   '--nproc_per_node', str(nproc), path]
+    else:
+        command = [sys.executable, path]
+    full_env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
+    return subprocess.run(command + [str(a) for a in args], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def check_ok(result):
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def tiny_opts(sample, out_dir, **extra):
+    """The demo yaml shrunk to seconds: 64x48 input, 2 epochs, no workers."""
+    opts = {
+        'DATASET.ROOT': sample,
+        'TEST.COCO_BBOX_FILE': os.path.join(sample, DETECTIONS_FILE),
+        'OUTPUT_DIR': out_dir,
+        'LOG_DIR': os.path.join(out_dir, 'log'),
+        'MODEL.IMAGE_SIZE': '[48, 64]',
+        'MODEL.EXTRA.HEATMAP_SIZE': '[12, 16]',
+        'TRAIN.BATCH_SIZE': 8,
+        'TEST.BATCH_SIZE': 4,
+        'TRAIN.END_EPOCH': 2,
+        'TRAIN.LR_STEP': '[1]',
+        'WORKERS': 0,
+        'PRINT_FREQ': 1,
+        'SEED': 3,
+    }
+    opts.update(extra)
+    return [item for pair in opts.items() for item in pair]
+
+
+def output_dir_of(out_dir):
+    return os.path.join(out_dir, 'coco', 'pose_hsrnet_59', CFG_STEM)
+
+
+def train_args(sample, out_dir, **extra):
+    return ['--cfg', DEMO_CFG] + tiny_opts(sample, out_dir, **extra)
+
+
+def valid_args(sample, out_dir, model_file, *flags, **extra):
+    return (['--cfg', DEMO_CFG, '--model-file', model_file, '--flip-test',
+             '--use-detect-bbox'] + list(flags) + tiny_opts(sample, out_dir, **extra))
+
+
+def load_results(out_dir):
+    with open(os.path.join(output_dir_of(out_dir), RESULTS)) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope='session')
+def sample(tmp_path_factory):
+    """A generated COCO-layout sample (6 train, 4 val images, detector boxes)."""
+    root = tmp_path_factory.mktemp('sample')
+    subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'make_sample_data.py'),
+                    '--out', str(root), '--seed', '1', '--train-images', '6',
+                    '--val-images', '4'], check=True, capture_output=True, timeout=TIMEOUT)
+    return str(root)
+
+
+@pytest.fixture(scope='session')
+def trained(sample, tmp_path_factory):
+    """(output folder, CompletedProcess) of an uninterrupted 2-epoch train.py run
+    on `sample` (debug images on); tests only read it."""
+    out_dir = str(tmp_path_factory.mktemp('train'))
+    result = check_ok(run_script('train.py', train_args(sample, out_dir, **{'DEBUG.DEBUG': 'true'})))
+    return out_dir, result

@@ -1,6 +1,6 @@
 """End to end: train.py and valid.py on a tiny generated sample, as CI runs them.
 
-One 2-epoch training run (module fixture) feeds the other tests: resuming must
+One 2-epoch training run (conftest's session fixture `trained`) feeds the other tests: resuming must
 reproduce its weights exactly, valid.py must give the same results in one
 process, under torchrun and from an original-format checkpoint.
 """
@@ -15,88 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, SHARED_DATA
+from conftest import (CFG_STEM, DEMO_CFG, DETECTIONS_FILE as DETECTIONS, RESULTS,  # noqa: F401
+                      ROOT, SHARED_DATA, TIMEOUT, check_ok, load_results, output_dir_of,
+                      run_script, tiny_opts, train_args, valid_args)
+# The fixtures `sample` (the generated sample) and `trained` (a 2-epoch run on it)
+# are conftest's, shared by the session.
 
-DEMO_CFG = os.path.join(ROOT, 'experiments', 'sample', 'hsrnet59_demo.yaml')
-CFG_STEM = 'hsrnet59_demo'
-DETECTIONS = os.path.join('person_detection_results',
-                          'COCO_val2017_detections_AP_H_56_person.json')
-RESULTS = os.path.join('results', 'keypoints_val2017_results.json')
-TIMEOUT = 120
-
-
-def run_script(script, args, nproc=1, env=None, timeout=TIMEOUT):
-    """Run pose_estimation/<script> (under torchrun for nproc > 1)."""
-    path = os.path.join(ROOT, 'pose_estimation', script)
-    if nproc > 1:
-        command = [sys.executable, '-m', 'torch.distributed.run', '--standalone',
-                   '--nproc_per_node', str(nproc), path]
-    else:
-        command = [sys.executable, path]
-    full_env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
-    return subprocess.run(command + [str(a) for a in args], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def check_ok(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
-def tiny_opts(sample, out_dir, **extra):
-    """The demo yaml shrunk to seconds: 64x48 input, 2 epochs, no workers."""
-    opts = {
-        'DATASET.ROOT': sample,
-        'TEST.COCO_BBOX_FILE': os.path.join(sample, DETECTIONS),
-        'OUTPUT_DIR': out_dir,
-        'LOG_DIR': os.path.join(out_dir, 'log'),
-        'MODEL.IMAGE_SIZE': '[48, 64]',
-        'MODEL.EXTRA.HEATMAP_SIZE': '[12, 16]',
-        'TRAIN.BATCH_SIZE': 8,
-        'TEST.BATCH_SIZE': 4,
-        'TRAIN.END_EPOCH': 2,
-        'TRAIN.LR_STEP': '[1]',
-        'WORKERS': 0,
-        'PRINT_FREQ': 1,
-        'SEED': 3,
-    }
-    opts.update(extra)
-    return [item for pair in opts.items() for item in pair]
-
-
-def output_dir_of(out_dir):
-    return os.path.join(out_dir, 'coco', 'pose_hsrnet_59', CFG_STEM)
-
-
-def train_args(sample, out_dir, **extra):
-    return ['--cfg', DEMO_CFG] + tiny_opts(sample, out_dir, **extra)
-
-
-def valid_args(sample, out_dir, model_file, *flags, **extra):
-    return (['--cfg', DEMO_CFG, '--model-file', model_file, '--flip-test',
-             '--use-detect-bbox'] + list(flags) + tiny_opts(sample, out_dir, **extra))
-
-
-def load_results(out_dir):
-    with open(os.path.join(output_dir_of(out_dir), RESULTS)) as f:
-        return json.load(f)
-
-
-@pytest.fixture(scope='module')
-def sample(tmp_path_factory):
-    root = tmp_path_factory.mktemp('sample')
-    subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'make_sample_data.py'),
-                    '--out', str(root), '--seed', '1', '--train-images', '6',
-                    '--val-images', '4'], check=True, capture_output=True, timeout=TIMEOUT)
-    return str(root)
-
-
-@pytest.fixture(scope='module')
-def trained(sample, tmp_path_factory):
-    """Output folder of an uninterrupted 2-epoch run (debug images on)."""
-    out_dir = str(tmp_path_factory.mktemp('train'))
-    result = check_ok(run_script('train.py', train_args(sample, out_dir, **{'DEBUG.DEBUG': 'true'})))
-    return out_dir, result
 
 
 @pytest.fixture(scope='module')

@@ -1,0 +1,310 @@
+"""The heatmap cache (core.heatmap_cache), valid.py --save-heatmaps and
+tools/redecode.py: re-decoding saved float32 heatmaps with valid.py's settings
+gives valid.py's results exactly, float16 ones within 0.001 AP; bad files and
+configs are one line."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from conftest import (DEMO_CFG, ROOT, TIMEOUT, check_ok, output_dir_of, run_script,
+                      tiny_opts, valid_args)
+from core.codec import HeatmapCodec
+from core.config import get_default_config, update_config_from_list
+from core.heatmap_cache import HeatmapCacheError, load_heatmaps, save_heatmaps
+from evaluation import PosePredictions
+
+REDECODE = os.path.join(ROOT, 'tools', 'redecode.py')
+SET = 'val2017'
+
+
+def load_redecode_module():
+    spec = importlib.util.spec_from_file_location('redecode_tool', REDECODE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_run(n=7, joints=17, size=(12, 16), dtype='float32', seed=0):
+    """Heatmaps (n, joints, h, w) with a bump per joint, boxes and a config."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    ys, xs = np.mgrid[0:height, 0:width]
+    mu = rng.uniform([2, 2], [width - 3, height - 3], size=(n, joints, 2))
+    heatmaps = np.exp(-((xs - mu[..., :1, None]) ** 2 + (ys - mu[..., 1:, None]) ** 2) / 8.0)
+    heatmaps = (heatmaps * rng.uniform(0.3, 1.0, (n, joints, 1, 1))).astype(dtype)
+    predictions = PosePredictions(
+        keypoints=np.zeros((n, joints, 3)), centers=rng.uniform(50, 300, (n, 2)),
+        scales=rng.uniform(0.5, 2.0, (n, 2)), box_scores=rng.uniform(0.2, 1.0, n),
+        images=['/data/img_{}.jpg'.format(i // 3) for i in range(n)])
+    cfg = get_default_config()
+    update_config_from_list(['MODEL.NUM_JOINTS', joints, 'MODEL.IMAGE_SIZE', '[48, 64]',
+                             'MODEL.EXTRA.HEATMAP_SIZE', '[{}, {}]'.format(*size),
+                             'TEST.OKS_THRE', 0.8], cfg)
+    return heatmaps, predictions, cfg
+
+
+@pytest.mark.parametrize('dtype', ['float16', 'float32'])
+def test_saved_heatmaps_and_boxes_read_back(tmp_path, dtype):
+    heatmaps, predictions, cfg = fake_run(dtype=dtype)
+    path = str(tmp_path / 'deep' / 'hm.npz')
+    assert save_heatmaps(path, heatmaps, predictions, cfg) == path
+    assert os.listdir(tmp_path / 'deep') == ['hm.npz']   # no temporary file left
+    cache = load_heatmaps(path)
+    assert len(cache) == 7 and cache.shape == heatmaps.shape and cache.dtype == dtype
+    np.testing.assert_array_equal(cache.heatmaps(), heatmaps)
+    for size in (1, 3, 100):
+        chunks = list(cache.chunks(size))
+        assert [start for start, _ in chunks] == list(range(0, 7, size))
+        np.testing.assert_array_equal(np.concatenate([c for _, c in chunks]), heatmaps)
+    for name in ('centers', 'scales', 'box_scores', 'areas'):
+        np.testing.assert_array_equal(getattr(cache, name), getattr(predictions, name))
+    assert cache.images == predictions.images
+    assert cache.config['TEST.OKS_THRE'] == 0.8
+    assert cache.config['MODEL.EXTRA.HEATMAP_SIZE'] == [12, 16]
+    assert 'OKS_THRE: 0.8' in cache.config_yaml
+
+
+def test_saving_over_a_file_is_atomic(tmp_path, monkeypatch):
+    heatmaps, predictions, cfg = fake_run()
+    path = str(tmp_path / 'hm.npz')
+    save_heatmaps(path, heatmaps, predictions, cfg)
+    before = open(path, 'rb').read()
+
+    def fail(file, **arrays):
+        file.write(b'PK\x03\x04 half an archive')
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(np, 'savez', fail)
+    with pytest.raises(HeatmapCacheError, match='cannot write heatmaps file .*hm.npz: .*No '
+                       'space left'):
+        save_heatmaps(path, heatmaps * 0, predictions, cfg)
+    assert open(path, 'rb').read() == before and os.listdir(tmp_path) == ['hm.npz']
+
+
+def test_save_rejects_other_dtypes_and_counts(tmp_path):
+    heatmaps, predictions, cfg = fake_run()
+    with pytest.raises(ValueError, match='float16, float32'):
+        save_heatmaps(str(tmp_path / 'a.npz'), heatmaps.astype(np.float64), predictions, cfg)
+    with pytest.raises(ValueError, match='N=7'):
+        save_heatmaps(str(tmp_path / 'a.npz'), heatmaps[:5], predictions, cfg)
+
+
+def _bad_file(kind, tmp_path):
+    """A file of `kind` and the message load_heatmaps must give for it."""
+    path = tmp_path / 'hm.npz'
+    if kind == 'missing':
+        return path, 'heatmaps file not found'
+    if kind == 'not an archive':
+        path.write_bytes(b'\x00garbage' * 100)
+        return path, 'is not a heatmaps file of valid.py --save-heatmaps'
+    if kind == 'foreign npz':
+        np.savez(str(path), heatmaps=np.zeros((1, 2, 3, 4), np.float32))
+        return path, "no 'meta' entry"
+    if kind == 'other meta':
+        np.savez(str(path), meta=np.array('{"format": "something else"}'))
+        return path, "is not a heatmaps file.*meta"
+    heatmaps, predictions, cfg = fake_run()
+    save_heatmaps(str(path), heatmaps, predictions, cfg)
+    data = path.read_bytes()
+    if kind == 'truncated':
+        path.write_bytes(data[:len(data) // 2])
+        return path, 'corrupt or truncated'
+    if kind == 'flipped bytes':   # inside the heatmaps: the zip checksum fails
+        with zipfile.ZipFile(str(path)) as archive:
+            info = archive.getinfo('heatmaps.npy')
+        offset = info.header_offset + 30 + len(info.filename) + len(info.extra) + 200
+        path.write_bytes(data[:offset] + bytes(b ^ 0xFF for b in data[offset:offset + 64])
+                         + data[offset + 64:])
+        return path, 'corrupt or truncated'
+    if kind == 'missing array':
+        with zipfile.ZipFile(str(path)) as src, zipfile.ZipFile(str(tmp_path / 'x.npz'),
+                                                                 'w') as dst:
+            for name in src.namelist():
+                if name != 'areas.npy':
+                    dst.writestr(name, src.read(name))
+        os.replace(str(tmp_path / 'x.npz'), str(path))
+        return path, 'corrupt or truncated .*missing: areas'
+    raise AssertionError(kind)
+
+
+BAD_KINDS = ['missing', 'not an archive', 'foreign npz', 'other meta', 'truncated',
+             'flipped bytes', 'missing array']
+
+
+@pytest.mark.parametrize('kind', BAD_KINDS)
+def test_bad_heatmaps_files_are_named_in_one_line(tmp_path, kind):
+    path, message = _bad_file(kind, tmp_path)
+    with pytest.raises(HeatmapCacheError, match=message) as error:
+        cache = load_heatmaps(str(path))
+        cache.heatmaps()   # damage inside the heatmaps shows when they are read
+    assert '\n' not in str(error.value) and str(path) in str(error.value)
+
+
+@pytest.mark.parametrize('decode', ['argmax', 'quarter', 'dark'])
+def test_chunked_decoding_equals_decoding_at_once(tmp_path, decode):
+    redecode = load_redecode_module()
+    heatmaps, predictions, cfg = fake_run(n=11, seed=4)
+    path = str(tmp_path / 'hm.npz')
+    save_heatmaps(path, heatmaps, predictions, cfg)
+    codec = HeatmapCodec.from_config(cfg, **redecode.DECODES[decode])
+    coords, maxvals = codec.decode(heatmaps, predictions.centers, predictions.scales)
+    for chunk in (1, 4, 64):
+        keypoints = redecode.decode_all(load_heatmaps(path), cfg, [decode], chunk)[decode]
+        np.testing.assert_array_equal(keypoints[..., :2], coords)
+        np.testing.assert_array_equal(keypoints[..., 2:], maxvals)
+
+
+# -- end to end: valid.py --save-heatmaps, then tools/redecode.py --------------------
+
+def run_redecode(args, timeout=TIMEOUT):
+    return subprocess.run([sys.executable, REDECODE] + [str(a) for a in args], cwd=ROOT,
+                          env=dict(os.environ, PYTHONUNBUFFERED='1'), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def redecode_args(sample, valid_out, heatmaps, *flags):
+    """valid.py's yaml and overrides (detector boxes, flip test) for redecode."""
+    return (['--cfg', DEMO_CFG, '--heatmaps', heatmaps] + list(flags)
+            + tiny_opts(sample, valid_out, **{'TEST.USE_GT_BBOX': 'false',
+                                              'TEST.FLIP_TEST': 'true'}))
+
+
+def _valid_with_heatmaps(sample, trained, out_dir, *flags):
+    model_file = os.path.join(output_dir_of(trained[0]), 'final_state.pth.tar')
+    result = check_ok(run_script('valid.py', valid_args(sample, out_dir, model_file, *flags),
+                                 env={'OMP_NUM_THREADS': '1'}))
+    results_dir = os.path.join(output_dir_of(out_dir), 'results')
+    with open(os.path.join(results_dir, 'keypoints_{}_results.json'.format(SET))) as f:
+        results = json.load(f)
+    with open(os.path.join(results_dir, 'metrics_{}.json'.format(SET))) as f:
+        metrics = json.load(f)['metrics']
+    return {'out_dir': out_dir, 'results_dir': results_dir, 'results': results,
+            'metrics': metrics, 'stdout': result.stdout}
+
+
+@pytest.fixture(scope='module')
+def valid32(sample, trained, tmp_path_factory):
+    """valid.py with --save-heatmaps PATH --heatmaps-dtype float32."""
+    out_dir = str(tmp_path_factory.mktemp('valid32'))
+    heatmaps = os.path.join(out_dir, 'cache', 'hm32.npz')
+    run = _valid_with_heatmaps(sample, trained, out_dir, '--save-heatmaps', heatmaps,
+                               '--heatmaps-dtype', 'float32')
+    run['heatmaps'] = heatmaps
+    return run
+
+
+@pytest.fixture(scope='module')
+def valid16(sample, trained, tmp_path_factory):
+    """valid.py with --save-heatmaps (default place, float16)."""
+    out_dir = str(tmp_path_factory.mktemp('valid16'))
+    run = _valid_with_heatmaps(sample, trained, out_dir, '--save-heatmaps')
+    run['heatmaps'] = os.path.join(run['results_dir'], 'heatmaps_{}.npz'.format(SET))
+    return run
+
+
+def test_valid_saves_heatmaps_without_changing_its_results(valid32, valid16):
+    assert valid16['results'] == valid32['results'] and valid16['metrics'] == valid32['metrics']
+    cache16, cache32 = load_heatmaps(valid16['heatmaps']), load_heatmaps(valid32['heatmaps'])
+    assert cache16.dtype == 'float16' and cache32.dtype == 'float32'
+    assert cache32.shape == cache16.shape and cache32.shape[1:] == (17, 16, 12)
+    # every detector box of the sample, in dataset order
+    assert len(cache32) > len({r['image_id'] for r in valid32['results']})
+    np.testing.assert_allclose(cache16.heatmaps(), cache32.heatmaps(), atol=1e-3, rtol=1e-3)
+    np.testing.assert_array_equal(cache16.centers, cache32.centers)
+    assert cache32.config['TEST.FLIP_TEST'] is True and cache32.config['TEST.USE_GT_BBOX'] \
+        is False
+    assert 'saved to {}'.format(valid32['heatmaps']) in valid32['stdout']
+
+
+def test_redecode_of_float32_heatmaps_is_valid_exactly(sample, valid32, tmp_path):
+    out = str(tmp_path / 'redecoded')
+    result = run_redecode(redecode_args(sample, valid32['out_dir'], valid32['heatmaps'],
+                                        '--output-dir', out))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    with open(os.path.join(out, 'results', 'keypoints_{}_results.json'.format(SET))) as f:
+        assert json.load(f) == valid32['results']
+    with open(os.path.join(out, 'redecode_{}.json'.format(SET))) as f:
+        rows = json.load(f)['rows']
+    assert len(rows) == 1 and rows[0]['metrics'] == valid32['metrics']
+    assert (rows[0]['decode'], rows[0]['IN_VIS_THRE'], rows[0]['OKS_THRE']) == \
+        ('quarter', 0.2, 0.9)
+    table = [line for line in result.stdout.splitlines() if line.startswith('| ')]
+    assert table[0].startswith('| decode | IN_VIS_THRE | OKS_THRE | AP |')
+    assert table[1].startswith('| quarter * | 0.2 | 0.9 | {:.4f} |'.format(
+        valid32['metrics']['AP']))
+
+
+def test_redecode_sweep_of_float16_heatmaps(sample, valid16, tmp_path):
+    out = str(tmp_path / 'sweep')
+    result = run_redecode(redecode_args(sample, valid16['out_dir'], valid16['heatmaps'],
+                                        '--output-dir', out, '--decode', 'quarter,dark,argmax',
+                                        '--oks-thre', '0.9,0.5', '--chunk', '3'))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    with open(os.path.join(out, 'redecode_{}.json'.format(SET))) as f:
+        rows = json.load(f)['rows']
+    assert [(r['decode'], r['OKS_THRE']) for r in rows] == [
+        (d, o) for d in ('quarter', 'dark', 'argmax') for o in (0.9, 0.5)]
+    table = [line for line in result.stdout.splitlines() if line.startswith('| ')]
+    assert len(table) == 1 + 6 and sum(' * |' in line for line in table) == 1
+    as_valid = rows[0]
+    assert as_valid['output_dir'] == os.path.join(out, 'quarter_vis0.2_oks0.9')
+    for name, value in valid16['metrics'].items():
+        assert abs(as_valid['metrics'][name] - value) <= 1e-3, name
+    for row in rows:
+        assert os.path.isfile(os.path.join(row['output_dir'], 'results',
+                                           'keypoints_{}_results.json'.format(SET)))
+
+
+@pytest.mark.parametrize('case', ['garbage file', 'missing file', 'other boxes',
+                                  'other heatmap size'])
+def test_redecode_errors_are_one_line(sample, valid32, tmp_path, case):
+    heatmaps, extra, status = valid32['heatmaps'], [], 2
+    if case == 'garbage file':
+        heatmaps, status = tmp_path / 'garbage.npz', 1
+        heatmaps.write_bytes(os.urandom(1000))
+    elif case == 'missing file':
+        heatmaps, status = tmp_path / 'nothing.npz', 1
+    elif case == 'other boxes':
+        extra = ['TEST.USE_GT_BBOX', 'true']
+    else:
+        extra = ['MODEL.EXTRA.HEATMAP_SIZE', '[24, 32]']
+    result = run_redecode(redecode_args(sample, valid32['out_dir'], heatmaps,
+                                        '--output-dir', tmp_path / 'out') + extra)
+    assert result.returncode == status, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr
+    assert str(heatmaps) in lines[0]
+    assert not os.path.exists(tmp_path / 'out')
+
+
+def test_save_heatmaps_needs_an_npz_path(sample, trained, tmp_path):
+    model_file = os.path.join(output_dir_of(trained[0]), 'final_state.pth.tar')
+    result = run_script('valid.py', valid_args(sample, str(tmp_path), model_file,
+                                               '--save-heatmaps', 'heatmaps.txt'))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "must end in .npz, got 'heatmaps.txt'" in lines[0], \
+        result.stderr
+
+
+def test_save_heatmaps_before_the_overrides_takes_no_key():
+    spec = importlib.util.spec_from_file_location(
+        'valid_script', os.path.join(ROOT, 'pose_estimation', 'valid.py'))
+    valid = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, os.path.join(ROOT, 'pose_estimation'))   # for its _init_paths
+    try:
+        spec.loader.exec_module(valid)
+    finally:
+        sys.path.remove(os.path.join(ROOT, 'pose_estimation'))
+    args = valid.parse_args(['--cfg', 'x.yaml', '--save-heatmaps', 'TEST.BATCH_SIZE', '8'])
+    assert args.save_heatmaps == '' and args.opts == ['TEST.BATCH_SIZE', '8']
+    args = valid.parse_args(['--cfg', 'x.yaml', '--save-heatmaps', 'opts', 'SEED', '1'])
+    assert args.save_heatmaps == '' and args.opts == ['opts', 'SEED', '1']
+    args = valid.parse_args(['--cfg', 'x.yaml', '--save-heatmaps', 'out/h.npz', 'SEED', '1'])
+    assert args.save_heatmaps == 'out/h.npz' and args.opts == ['SEED', '1']
+    assert valid.parse_args(['--cfg', 'x.yaml']).save_heatmaps is None
