@@ -167,82 +167,146 @@ def run_redecode(args, timeout=TIMEOUT):
                           text=True, timeout=timeout)
 
 
-def redecode_args(sample, valid_out, heatmaps, *flags):
-    """valid.py's yaml and overrides (detector boxes, flip test) for redecode."""
-    return (['--cfg', DEMO_CFG, '--heatmaps', heatmaps] + list(flags)
-            + tiny_opts(sample, valid_out, **{'TEST.USE_GT_BBOX': 'false',
-                                              'TEST.FLIP_TEST': 'true'}))
+# valid.py with a stand-in network: the ground-truth heatmaps of the validation
+# persons (GT boxes, in order) scaled and with seeded noise, so that AP is far from 0
+# and the float16 rounding and the decodings make a difference.
+ORACLE_WRAPPER = """
+import os, runpy, sys
+import numpy as np
+import torch
+sys.path[:0] = [{lib!r}, os.path.dirname({script!r})]
+import dataset, models, utils.checkpoint
 
 
-def _valid_with_heatmaps(sample, trained, out_dir, *flags):
-    model_file = os.path.join(output_dir_of(trained[0]), 'final_state.pth.tar')
-    result = check_ok(run_script('valid.py', valid_args(sample, out_dir, model_file, *flags),
-                                 env={'OMP_NUM_THREADS': '1'}))
+class NoisyGroundTruth(torch.nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        ds = dataset.build_dataset(cfg, cfg.DATASET.TEST_SET, False)
+        targets = np.stack([ds[i][1].numpy() for i in range(len(ds))])
+        rng = np.random.default_rng(5)
+        peaks = rng.uniform(0.3, 1.0, targets.shape[:2] + (1, 1))
+        noisy = targets * peaks + rng.normal(0, 0.05, targets.shape)
+        self.heatmaps = torch.from_numpy(noisy.astype(np.float32))
+        self.done = 0
+
+    def forward(self, x):
+        out = self.heatmaps[self.done:self.done + len(x)]
+        self.done += len(x)
+        return out + 0 * self.weight
+
+
+models.build_model = lambda cfg, is_train=False: NoisyGroundTruth(cfg)
+utils.checkpoint.load_pose_checkpoint = lambda model, path: None
+sys.argv = [{script!r}] + sys.argv[1:]
+runpy.run_path({script!r}, run_name='__main__')
+"""
+
+
+def redecode_args(run, heatmaps, *flags):
+    """The yaml and overrides valid.py ran with, for redecode."""
+    return ['--cfg', DEMO_CFG, '--heatmaps', heatmaps] + list(flags) + run['opts']
+
+
+def _valid_outputs(out_dir, result, opts):
     results_dir = os.path.join(output_dir_of(out_dir), 'results')
     with open(os.path.join(results_dir, 'keypoints_{}_results.json'.format(SET))) as f:
         results = json.load(f)
     with open(os.path.join(results_dir, 'metrics_{}.json'.format(SET))) as f:
         metrics = json.load(f)['metrics']
     return {'out_dir': out_dir, 'results_dir': results_dir, 'results': results,
-            'metrics': metrics, 'stdout': result.stdout}
+            'metrics': metrics, 'stdout': result.stdout, 'opts': opts}
+
+
+def _oracle_valid(sample, out_dir, tmp_path_factory, *flags):
+    wrapper = tmp_path_factory.mktemp('oracle') / 'oracle_valid.py'
+    wrapper.write_text(ORACLE_WRAPPER.format(lib=os.path.join(ROOT, 'lib'), script=os.path.join(
+        ROOT, 'pose_estimation', 'valid.py')))
+    opts = tiny_opts(sample, out_dir, **{'TEST.USE_GT_BBOX': 'true', 'TEST.FLIP_TEST': 'false'})
+    result = subprocess.run(
+        [sys.executable, str(wrapper), '--cfg', DEMO_CFG, '--model-file', DEMO_CFG]
+        + list(flags) + [str(a) for a in opts],
+        cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT,
+        env=dict(os.environ, OMP_NUM_THREADS='1'))
+    check_ok(result)
+    return _valid_outputs(out_dir, result, opts)
 
 
 @pytest.fixture(scope='module')
-def valid32(sample, trained, tmp_path_factory):
-    """valid.py with --save-heatmaps PATH --heatmaps-dtype float32."""
-    out_dir = str(tmp_path_factory.mktemp('valid32'))
+def oracle32(sample, tmp_path_factory):
+    """valid.py (noisy ground truth for a network) --save-heatmaps PATH --heatmaps-dtype
+    float32."""
+    out_dir = str(tmp_path_factory.mktemp('oracle32'))
     heatmaps = os.path.join(out_dir, 'cache', 'hm32.npz')
-    run = _valid_with_heatmaps(sample, trained, out_dir, '--save-heatmaps', heatmaps,
-                               '--heatmaps-dtype', 'float32')
+    run = _oracle_valid(sample, out_dir, tmp_path_factory, '--save-heatmaps', heatmaps,
+                        '--heatmaps-dtype', 'float32')
     run['heatmaps'] = heatmaps
     return run
 
 
 @pytest.fixture(scope='module')
-def valid16(sample, trained, tmp_path_factory):
-    """valid.py with --save-heatmaps (default place, float16)."""
-    out_dir = str(tmp_path_factory.mktemp('valid16'))
-    run = _valid_with_heatmaps(sample, trained, out_dir, '--save-heatmaps')
+def oracle16(sample, tmp_path_factory):
+    """The same with --save-heatmaps (default place, float16)."""
+    out_dir = str(tmp_path_factory.mktemp('oracle16'))
+    run = _oracle_valid(sample, out_dir, tmp_path_factory, '--save-heatmaps')
     run['heatmaps'] = os.path.join(run['results_dir'], 'heatmaps_{}.npz'.format(SET))
     return run
 
 
-def test_valid_saves_heatmaps_without_changing_its_results(valid32, valid16):
-    assert valid16['results'] == valid32['results'] and valid16['metrics'] == valid32['metrics']
-    cache16, cache32 = load_heatmaps(valid16['heatmaps']), load_heatmaps(valid32['heatmaps'])
+@pytest.fixture(scope='module')
+def trained32(sample, trained, tmp_path_factory):
+    """valid.py of the trained tiny network (flip test, detector boxes) with
+    --save-heatmaps PATH --heatmaps-dtype float32."""
+    out_dir = str(tmp_path_factory.mktemp('trained32'))
+    heatmaps = os.path.join(out_dir, 'hm32.npz')
+    model_file = os.path.join(output_dir_of(trained[0]), 'final_state.pth.tar')
+    result = check_ok(run_script('valid.py', valid_args(
+        sample, out_dir, model_file, '--save-heatmaps', heatmaps, '--heatmaps-dtype', 'float32'),
+        env={'OMP_NUM_THREADS': '1'}))
+    run = _valid_outputs(out_dir, result, tiny_opts(
+        sample, out_dir, **{'TEST.USE_GT_BBOX': 'false', 'TEST.FLIP_TEST': 'true'}))
+    run['heatmaps'] = heatmaps
+    return run
+
+
+def test_valid_saves_heatmaps_without_changing_its_results(oracle32, oracle16):
+    assert oracle16['results'] == oracle32['results']
+    assert oracle16['metrics'] == oracle32['metrics'] and oracle32['metrics']['AP'] > 0.3
+    cache16, cache32 = load_heatmaps(oracle16['heatmaps']), load_heatmaps(oracle32['heatmaps'])
     assert cache16.dtype == 'float16' and cache32.dtype == 'float32'
     assert cache32.shape == cache16.shape and cache32.shape[1:] == (17, 16, 12)
-    # every detector box of the sample, in dataset order
-    assert len(cache32) > len({r['image_id'] for r in valid32['results']})
+    assert len(cache32) > len({r['image_id'] for r in oracle32['results']})  # every person
     np.testing.assert_allclose(cache16.heatmaps(), cache32.heatmaps(), atol=1e-3, rtol=1e-3)
     np.testing.assert_array_equal(cache16.centers, cache32.centers)
-    assert cache32.config['TEST.FLIP_TEST'] is True and cache32.config['TEST.USE_GT_BBOX'] \
-        is False
-    assert 'saved to {}'.format(valid32['heatmaps']) in valid32['stdout']
+    assert cache32.config['TEST.FLIP_TEST'] is False and cache32.config['TEST.USE_GT_BBOX']
+    assert 'saved to {}'.format(oracle32['heatmaps']) in oracle32['stdout']
 
 
-def test_redecode_of_float32_heatmaps_is_valid_exactly(sample, valid32, tmp_path):
+@pytest.mark.parametrize('run', ['oracle32', 'trained32'])
+def test_redecode_of_float32_heatmaps_is_valid_exactly(request, tmp_path, run):
+    """Noisy ground truth (GT boxes), and the trained tiny network (flip test,
+    detector boxes: its AP is 0, but every keypoint must be valid.py's)."""
+    run = request.getfixturevalue(run)
     out = str(tmp_path / 'redecoded')
-    result = run_redecode(redecode_args(sample, valid32['out_dir'], valid32['heatmaps'],
-                                        '--output-dir', out))
+    result = run_redecode(redecode_args(run, run['heatmaps'], '--output-dir', out))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     with open(os.path.join(out, 'results', 'keypoints_{}_results.json'.format(SET))) as f:
-        assert json.load(f) == valid32['results']
+        assert json.load(f) == run['results']
     with open(os.path.join(out, 'redecode_{}.json'.format(SET))) as f:
         rows = json.load(f)['rows']
-    assert len(rows) == 1 and rows[0]['metrics'] == valid32['metrics']
+    assert len(rows) == 1 and rows[0]['metrics'] == run['metrics']
     assert (rows[0]['decode'], rows[0]['IN_VIS_THRE'], rows[0]['OKS_THRE']) == \
         ('quarter', 0.2, 0.9)
     table = [line for line in result.stdout.splitlines() if line.startswith('| ')]
     assert table[0].startswith('| decode | IN_VIS_THRE | OKS_THRE | AP |')
     assert table[1].startswith('| quarter * | 0.2 | 0.9 | {:.4f} |'.format(
-        valid32['metrics']['AP']))
+        run['metrics']['AP']))
 
 
-def test_redecode_sweep_of_float16_heatmaps(sample, valid16, tmp_path):
+def test_redecode_sweep_of_float16_heatmaps(oracle16, tmp_path):
     out = str(tmp_path / 'sweep')
-    result = run_redecode(redecode_args(sample, valid16['out_dir'], valid16['heatmaps'],
-                                        '--output-dir', out, '--decode', 'quarter,dark,argmax',
+    result = run_redecode(redecode_args(oracle16, oracle16['heatmaps'], '--output-dir', out,
+                                        '--decode', 'quarter,dark,argmax',
                                         '--oks-thre', '0.9,0.5', '--chunk', '3'))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     with open(os.path.join(out, 'redecode_{}.json'.format(SET))) as f:
@@ -253,28 +317,30 @@ def test_redecode_sweep_of_float16_heatmaps(sample, valid16, tmp_path):
     assert len(table) == 1 + 6 and sum(' * |' in line for line in table) == 1
     as_valid = rows[0]
     assert as_valid['output_dir'] == os.path.join(out, 'quarter_vis0.2_oks0.9')
-    for name, value in valid16['metrics'].items():
+    for name, value in oracle16['metrics'].items():
         assert abs(as_valid['metrics'][name] - value) <= 1e-3, name
     for row in rows:
         assert os.path.isfile(os.path.join(row['output_dir'], 'results',
                                            'keypoints_{}_results.json'.format(SET)))
+    # the decodings are not all the same
+    assert len({rows[i]['metrics']['AP'] for i in (0, 2, 4)}) > 1
 
 
 @pytest.mark.parametrize('case', ['garbage file', 'missing file', 'other boxes',
                                   'other heatmap size'])
-def test_redecode_errors_are_one_line(sample, valid32, tmp_path, case):
-    heatmaps, extra, status = valid32['heatmaps'], [], 2
+def test_redecode_errors_are_one_line(oracle32, tmp_path, case):
+    heatmaps, extra, status = oracle32['heatmaps'], [], 2
     if case == 'garbage file':
         heatmaps, status = tmp_path / 'garbage.npz', 1
         heatmaps.write_bytes(os.urandom(1000))
     elif case == 'missing file':
         heatmaps, status = tmp_path / 'nothing.npz', 1
     elif case == 'other boxes':
-        extra = ['TEST.USE_GT_BBOX', 'true']
+        extra = ['TEST.USE_GT_BBOX', 'false']
     else:
         extra = ['MODEL.EXTRA.HEATMAP_SIZE', '[24, 32]']
-    result = run_redecode(redecode_args(sample, valid32['out_dir'], heatmaps,
-                                        '--output-dir', tmp_path / 'out') + extra)
+    result = run_redecode(redecode_args(oracle32, heatmaps, '--output-dir', tmp_path / 'out')
+                          + extra)
     assert result.returncode == status, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr
