@@ -348,9 +348,9 @@ def test_redecode_errors_are_one_line(oracle32, tmp_path, case):
     assert not os.path.exists(tmp_path / 'out')
 
 
-def test_save_heatmaps_needs_an_npz_path(sample, trained, tmp_path):
-    model_file = os.path.join(output_dir_of(trained[0]), 'final_state.pth.tar')
-    result = run_script('valid.py', valid_args(sample, str(tmp_path), model_file,
+def test_save_heatmaps_needs_an_npz_path(sample, tmp_path):
+    # checked before the model file is read
+    result = run_script('valid.py', valid_args(sample, str(tmp_path), DEMO_CFG,
                                                '--save-heatmaps', 'heatmaps.txt'))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

@@ -222,9 +222,10 @@ def redecode(args):
     write_json_atomically({'heatmaps': os.path.abspath(args.heatmaps), 'model':
                            cache.meta.get('model'), 'valid_settings': list(saved),
                            'rows': rows}, summary)
-    print('{}: {} persons, {} heatmaps {}x{} ({})'.format(
-        cache.meta.get('model'), len(cache), cache.dtype, cache.shape[3], cache.shape[2],
-        args.heatmaps))
+    print('{}: {} persons, {} heatmaps {}x{}, flip test {}, shift {} ({})'.format(
+        cache.meta.get('model'), len(cache), cache.dtype, cache.shape[2], cache.shape[3],
+        'on' if saved_cfg.get('TEST.FLIP_TEST') else 'off',
+        'on' if saved_cfg.get('TEST.SHIFT_HEATMAP') else 'off', args.heatmaps))
     print(format_table(rows, saved))
     print('(* = the settings valid.py ran with) data {:.1f} s, decoding {:.1f} s, '
           'evaluation {:.1f} s; table in {}'.format(loaded - start, decoded - loaded,
