@@ -303,6 +303,21 @@ def test_redecode_of_float32_heatmaps_is_valid_exactly(request, tmp_path, run):
         run['metrics']['AP']))
 
 
+def test_torchrun_valid_saves_the_heatmaps_of_one_process(sample, trained, trained32,
+                                                         tmp_path):
+    """Under torchrun the shards' heatmaps are gathered in dataset order."""
+    heatmaps = str(tmp_path / 'hm32.npz')
+    model_file = os.path.join(output_dir_of(trained[0]), 'final_state.pth.tar')
+    check_ok(run_script('valid.py', valid_args(
+        sample, str(tmp_path / 'out'), model_file, '--save-heatmaps', heatmaps,
+        '--heatmaps-dtype', 'float32'), nproc=2, env={'OMP_NUM_THREADS': '1'}))
+    two, one = load_heatmaps(heatmaps), load_heatmaps(trained32['heatmaps'])
+    assert two.images == one.images and len(one) > 2 * 2   # more than one batch a rank
+    for name in ('centers', 'scales', 'box_scores', 'areas'):
+        np.testing.assert_array_equal(getattr(two, name), getattr(one, name))
+    np.testing.assert_allclose(two.heatmaps(), one.heatmaps(), rtol=0, atol=1e-6)
+
+
 def test_redecode_sweep_of_float16_heatmaps(oracle16, tmp_path):
     out = str(tmp_path / 'sweep')
     result = run_redecode(redecode_args(oracle16, oracle16['heatmaps'], '--output-dir', out,
@@ -358,15 +373,12 @@ def test_save_heatmaps_needs_an_npz_path(sample, tmp_path):
         result.stderr
 
 
-def test_save_heatmaps_before_the_overrides_takes_no_key():
+def test_save_heatmaps_before_the_overrides_takes_no_key(monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(ROOT, 'pose_estimation'))  # its _init_paths
     spec = importlib.util.spec_from_file_location(
         'valid_script', os.path.join(ROOT, 'pose_estimation', 'valid.py'))
     valid = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, os.path.join(ROOT, 'pose_estimation'))   # for its _init_paths
-    try:
-        spec.loader.exec_module(valid)
-    finally:
-        sys.path.remove(os.path.join(ROOT, 'pose_estimation'))
+    spec.loader.exec_module(valid)
     args = valid.parse_args(['--cfg', 'x.yaml', '--save-heatmaps', 'TEST.BATCH_SIZE', '8'])
     assert args.save_heatmaps == '' and args.opts == ['TEST.BATCH_SIZE', '8']
     args = valid.parse_args(['--cfg', 'x.yaml', '--save-heatmaps', 'opts', 'SEED', '1'])

@@ -63,7 +63,7 @@ def test_one_command_line_accepts_the_word_opts_and_rejects_stray_flags(tmp_path
         config_overrides(['TEST.BATCH_SIZE', '8', '--flip-test', 'x'])
 
 
-@pytest.mark.parametrize('tool', ['benchmark.py', 'benchmark_data.py'])
+@pytest.mark.parametrize('tool', ['benchmark.py', 'benchmark_data.py', 'redecode.py'])
 def test_tools_use_the_shared_command_line(tool):
     source = open(os.path.join(ROOT, 'tools', tool)).read()
     assert 'from runner.cli import' in source and 'argparse.REMAINDER' not in source

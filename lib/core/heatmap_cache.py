@@ -27,9 +27,12 @@ import zlib
 import numpy as np
 
 from core.config import dump_config, get_model_name
-from utils.errors import DataError
+from utils.errors import HeatmapCacheError
 
 logger = logging.getLogger(__name__)
+
+__all__ = ['HeatmapCache', 'HeatmapCacheError', 'load_heatmaps', 'save_heatmaps',
+           'DTYPES', 'SAVED_KEYS']
 
 FORMAT = 'hsrnet-heatmap-cache'
 VERSION = 1
@@ -44,10 +47,6 @@ SAVED_KEYS = ('MODEL.NUM_JOINTS', 'MODEL.IMAGE_SIZE', 'MODEL.EXTRA.HEATMAP_SIZE'
               'DATASET.DATASET', 'DATASET.ROOT', 'DATASET.TEST_SET')
 # Reading a damaged zip member can fail in any of these.
 _READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error)
-
-
-class HeatmapCacheError(DataError):
-    """A heatmaps file that cannot be written, or read back as one."""
 
 
 def config_value(cfg, key):

@@ -20,5 +20,10 @@ class ImageNotFoundError(DataError, FileNotFoundError):
     """An image named by the annotations is not on disk."""
 
 
+class HeatmapCacheError(DataError):
+    """A heatmaps file (valid.py --save-heatmaps, tools/redecode.py) that cannot be
+    written, or read back as one: missing, corrupt, truncated or foreign."""
+
+
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite."""
