@@ -32,7 +32,7 @@ from utils.errors import HeatmapCacheError
 logger = logging.getLogger(__name__)
 
 __all__ = ['HeatmapCache', 'HeatmapCacheError', 'load_heatmaps', 'save_heatmaps',
-           'DTYPES', 'SAVED_KEYS']
+           'config_value', 'DTYPES', 'SAVED_KEYS']
 
 FORMAT = 'hsrnet-heatmap-cache'
 VERSION = 1
