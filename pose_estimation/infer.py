@@ -109,6 +109,7 @@ class Progress:
         self.start = time.time()
         self.frames = self.persons = 0
         self.last = 0.0
+        self.shown = -1
 
     def update(self, frames, persons):
         self.frames += frames
@@ -116,6 +117,7 @@ class Progress:
         now = time.time()
         if self.enabled and (now - self.last > 0.5 or self.frames == self.total):
             self.last = now
+            self.shown = self.frames
             self._print(end='\r')
 
     def rates(self):
@@ -134,7 +136,12 @@ class Progress:
 
     def close(self):
         if self.enabled:
-            self._print(end='\n')
+            self._print(end='\n') if self.shown != self.frames else print(file=sys.stderr)
+
+    def clear(self):
+        """Wipe the progress line (before an error message)."""
+        if self.enabled and self.last:
+            print('\r' + ' ' * 79 + '\r', end='', file=sys.stderr, flush=True)
 
 
 class Inference:
@@ -157,7 +164,7 @@ class Inference:
         print('infer: {} on {} ({}{}), boxes: {}'.format(
             self.estimator.describe(), args.input, source.kind,
             ', {} frames'.format(source.count) if source.count else '', self.boxes.name),
-            file=sys.stderr)
+            flush=True)
         progress = Progress(source.count, not args.quiet and (source.count or 2) > 1)
         try:
             records = self._video(progress) if source.is_video else self._pictures(progress)
@@ -165,14 +172,14 @@ class Inference:
             written = self.output.commit()
         except BaseException:
             self.output.discard()
+            progress.clear()
             raise
-        finally:
-            progress.close()
+        progress.close()
         fps, pps = progress.rates()
         print('infer: {} persons in {} frames ({:.1f} frames/s, {:.1f} persons/s); wrote {}'
               .format(len(records), progress.frames, fps, pps,
                       ', '.join(written) if len(written) <= 3 else '{} files in {}'.format(
-                          len(written), args.out)), file=sys.stderr)
+                          len(written), args.out)))
         return records
 
     def _pictures(self, progress):

@@ -209,6 +209,9 @@ class PoseEstimator:
         rows = [self._boxes(image, b) for image, b in zip(images, boxes)]
         owner = np.concatenate([np.full(len(r), i) for i, r in enumerate(rows)]).astype(np.int64)
         rows = np.concatenate(rows) if rows else np.zeros((0, 5))
+        persons = [[] for _ in images]
+        if len(rows) == 0:
+            return persons
         centers, scales = box_to_center_scale(rows[:, :4], self.aspect_ratio)
         width, height = self.image_size
         inputs = np.zeros((len(rows), 3, height, width), np.float32)
@@ -222,7 +225,6 @@ class PoseEstimator:
                                      owner, self.cfg.TEST.OKS_THRE)
         else:
             kept = np.arange(len(rows))
-        persons = [[] for _ in images]
         for k in kept:
             persons[owner[k]].append(PersonPose(keypoints[k], rows[k, :4], float(scores[k]),
                                                 float(rows[k, 4]), centers[k], scales[k]))

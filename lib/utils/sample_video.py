@@ -141,6 +141,7 @@ def write_video(path, seed=0, seconds=DEFAULT_SECONDS, fps=DEFAULT_FPS, size=DEF
     stem = os.path.splitext(path)[0]
     boxes_file = stem + '_boxes.json'
     directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
     token = secrets.token_hex(4)
     tmp_video = os.path.join(directory, '.{}.{}.tmp.mp4'.format(os.path.basename(stem), token))
     tmp_boxes = os.path.join(directory, '.{}.{}.tmp.json'.format(os.path.basename(stem), token))

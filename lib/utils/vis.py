@@ -89,23 +89,22 @@ def track_color(track_id):
 def draw_poses(image, keypoints, boxes=None, threshold=0.2, track_ids=None, labels=None,
                skeleton=COCO_SKELETON):
     """Draw several persons in place: per person its (J, 3) keypoints as a skeleton
-    (joints with score <= `threshold` and their limbs left out), its [x, y, w, h]
-    box when `boxes` is given (coloured by track id when `track_ids` is given, else
-    grey) and a text label (e.g. the track id or the score) above the box."""
-    for index, person in enumerate(keypoints):
-        if boxes is not None:
-            x, y, w, h = (int(round(v)) for v in boxes[index][:4])
-            color = track_color(track_ids[index]) if track_ids is not None else (160, 160, 160)
-            cv2.rectangle(image, (x, y), (x + w, y + h), color, 2)
-            text = labels[index] if labels is not None else (
-                'id {}'.format(track_ids[index]) if track_ids is not None else None)
-            if text:
-                origin = (x + 2, max(y - 4, 12))
-                cv2.putText(image, str(text), origin, cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0),
-                            3, cv2.LINE_AA)
-                cv2.putText(image, str(text), origin, cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 1,
-                            cv2.LINE_AA)
+    (joints with score <= `threshold` and their limbs left out), then, when `boxes`
+    is given, its [x, y, w, h] box (coloured by track id when `track_ids` is given,
+    else grey) and a text label above it (`labels`, else the track id)."""
+    for person in keypoints:
         draw_skeleton(image, person, threshold, skeleton)
+    for index in range(len(keypoints) if boxes is not None else 0):
+        x, y, w, h = (int(round(v)) for v in boxes[index][:4])
+        color = track_color(track_ids[index]) if track_ids is not None else (160, 160, 160)
+        cv2.rectangle(image, (x, y), (x + w, y + h), color, 2)
+        text = labels[index] if labels is not None else (
+            'id {}'.format(track_ids[index]) if track_ids is not None else None)
+        if text:
+            origin = (x + 2, max(y - 4, 12))
+            for thickness, ink in ((3, (0, 0, 0)), (1, color)):
+                cv2.putText(image, str(text), origin, cv2.FONT_HERSHEY_SIMPLEX, 0.45, ink,
+                            thickness, cv2.LINE_AA)
     return image
 
 
