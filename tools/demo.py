@@ -26,11 +26,11 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 sys.path.insert(0, os.path.join(ROOT, 'lib'))
 
 from core.config import get_default_config, get_model_name, update_config  # noqa: E402
-from utils.utils import output_dirs  # noqa: E402
+from runner.setup import output_dirs  # noqa: E402
 from utils.vis import draw_skeleton, image_grid  # noqa: E402
 
 DEFAULT_CFG = 'experiments/sample/hsrnet59_demo.yaml'
-GENERATOR_FILES = ('tools/make_sample_data.py', 'lib/utils/sample_data.py')
+GENERATOR_FILES = ('tools/make_sample_data.py', 'lib/dataset/synthetic.py')
 SAMPLE_FILES = ('annotations/person_keypoints_train2017.json',
                 'annotations/person_keypoints_val2017.json')
 PICTURE_IMAGES = 6

@@ -11,9 +11,7 @@ import os
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A yaml file or command-line override that does not fit the config tree."""
+from utils.errors import ConfigError  # noqa: F401  (re-exported: core.config.ConfigError)
 
 
 class CfgNode(dict):
@@ -110,6 +108,7 @@ def _build_defaults():
             BATCH_SIZE=32,
             FLIP_TEST=False,
             POST_PROCESS=True,
+            DARK=False,       # new: DARK decoding (replaces POST_PROCESS's quarter offset)
             SHIFT_HEATMAP=True,
             USE_GT_BBOX=False,
             OKS_THRE=0.5,

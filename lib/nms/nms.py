@@ -3,7 +3,8 @@
 The greedy loops run in the Cython extension `nms.cpu_nms` when it has been
 built (`cd lib && make`); otherwise in the numpy versions below, which keep
 exactly the same candidates, and a warning says so once per process.
-Candidates are ordered by descending score with ties kept in input order, so
+Candidates are ordered by descending score as the original ordered them
+(`argsort()[::-1]`: tied candidates in reverse input order), in one place, so
 both backends see the same sequence.
 """
 import logging
@@ -87,7 +88,10 @@ def _kernels(backend):
 
 
 def _descending(scores):
-    return np.argsort(-np.asarray(scores, dtype=np.float64), kind='stable')
+    """Indices by descending score, ties in reverse input order: the original's
+    `scores.argsort()[::-1]` (numpy sorts short arrays stably; a stable sort
+    keeps that order for any length and on every CPU)."""
+    return np.argsort(np.asarray(scores, dtype=np.float64), kind='stable')[::-1]
 
 
 def _as_poses(keypoints):

@@ -9,7 +9,7 @@ that DistributedSampler adds, so gathered results equal those of one process.
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from utils.utils import derive_seed, seed_everything
+from utils.seeding import derive_seed, seed_everything
 
 
 class EpochSeededLoader:
