@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from utils.sample_video import make_frames, write_video
+from dataset.synthetic_video import make_frames, write_video
 from utils.tracking import PoseTracker, box_iou
 from utils.vis import LEFT_COLOR, RIGHT_COLOR, draw_poses
 

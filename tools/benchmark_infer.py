@@ -32,7 +32,7 @@ import infer  # noqa: E402
 import models  # noqa: E402
 from core.config import check_config, get_default_config, update_config  # noqa: E402
 from utils.onnx_model import export_onnx  # noqa: E402
-from utils.sample_video import write_video  # noqa: E402
+from dataset.synthetic_video import write_video  # noqa: E402
 
 DEFAULT_CFG = os.path.join('experiments', 'sample', 'hsrnet59_demo.yaml')
 

@@ -10,7 +10,6 @@ export, torch and onnxruntime run on the same seeded random batch (3 crops: a
 batch size other than the one traced) and the largest absolute heatmap
 difference is printed. Trailing `KEY VALUE` pairs override config keys.
 """
-import argparse
 import os
 import sys
 
@@ -20,9 +19,9 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 
 import models  # noqa: E402
-from core.config import (ConfigError, check_config, get_default_config, update_config,  # noqa: E402
-                         update_config_from_list)
+from runner.cli import add_opts, base_parser, load_fresh_config  # noqa: E402
 from utils.checkpoint import load_pose_checkpoint  # noqa: E402
+from utils.errors import ConfigError  # noqa: E402
 from utils.onnx_model import OPSET, OnnxPoseNet, export_onnx  # noqa: E402
 
 CHECK_BATCH = 3
@@ -30,21 +29,17 @@ CHECK_SEED = 0
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--cfg', required=True, help='experiment yaml file')
+    parser = base_parser(__doc__.split('\n')[0], common_flags=False)
     parser.add_argument('--model-file', required=True, help='checkpoint (.pth / .pth.tar)')
     parser.add_argument('--out', required=True, help='ONNX file to write')
-    parser.add_argument('--opset', type=int, default=OPSET, help='ONNX opset (default %(default)s)')
-    parser.add_argument('opts', nargs=argparse.REMAINDER, default=[],
-                        help='config overrides, e.g. MODEL.EXTRA.NUM_LAYERS 59')
+    parser.add_argument('--opset', type=int, default=OPSET,
+                        help='ONNX opset (default %(default)s)')
+    add_opts(parser)
     return parser.parse_args(argv)
 
 
 def load_model(args):
-    cfg = update_config(args.cfg, get_default_config())
-    opts = list(args.opts or [])
-    update_config_from_list(opts[1:] if opts[:1] == ['opts'] else opts, cfg)
-    check_config(cfg)
+    cfg = load_fresh_config(args)
     model = models.build_model(cfg, is_train=False)
     load_pose_checkpoint(model, args.model_file)
     return cfg, model.eval()

@@ -13,7 +13,7 @@ for what the images show.
 
 With --video FILE.mp4 it writes instead a short video of moving figures (and
 FILE_boxes.json, their boxes per frame) for the video path and the tracker:
-see lib/utils/sample_video.py.
+see lib/dataset/synthetic_video.py.
 """
 import argparse
 import logging
@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 
 from dataset.synthetic import (DEFAULT_TRAIN_IMAGES, DEFAULT_VAL_IMAGES,  # noqa: E402
                                generate)
-from utils.sample_video import (DEFAULT_FIGURES, DEFAULT_FPS, DEFAULT_SECONDS,  # noqa: E402
+from dataset.synthetic_video import (DEFAULT_FIGURES, DEFAULT_FPS, DEFAULT_SECONDS,  # noqa: E402
                                 write_video)
 
 

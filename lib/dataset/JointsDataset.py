@@ -50,8 +50,8 @@ def box_to_center_scale(box, aspect_ratio, enlarge=1.25):
     return center, scale
 
 
-def pixels_to_tensor(crop):
-    """uint8 crop (H, W, 3) -> float32 tensor (3, H, W): /255, then ImageNet
+def normalize_pixels(crop):
+    """uint8 crop (H, W, 3) -> float32 array (3, H, W): /255, then ImageNet
     mean/std per channel (what the original did with ToTensor + Normalize)."""
     # numpy, not torch: per-sample work this small gains nothing from torch's
     # thread pool, which only contends with the DataLoader's workers.
@@ -59,7 +59,23 @@ def pixels_to_tensor(crop):
     pixels /= 255
     pixels -= PIXEL_MEAN[:, None, None]
     pixels /= PIXEL_STD_DEV[:, None, None]
-    return torch.from_numpy(pixels)
+    return pixels
+
+
+def pixels_to_tensor(crop):
+    """uint8 crop (H, W, 3) -> normalised float32 tensor (3, H, W)."""
+    return torch.from_numpy(normalize_pixels(crop))
+
+
+def crop_input(image, center, scale, image_size, color_rgb=False, rotation=0.0, flip=False):
+    """The network input of one person box: the crop (utils.transforms.crop_image),
+    in RGB order when `color_rgb` (DATASET.COLOR_RGB), normalised as float32
+    (3, H, W). Returns (input, trans). What the datasets feed valid.py and train.py,
+    and what the inference API (core.estimator) feeds the network."""
+    crop, trans = crop_image(image, center, scale, rotation, image_size, flip)
+    if color_rgb:
+        crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+    return normalize_pixels(crop), trans
 
 
 class ImageCache:
@@ -193,10 +209,9 @@ class JointsDataset(Dataset):
             image_width = image.shape[1]
             joints, joints_vis = fliplr_joints(joints, joints_vis, image_width, self.flip_pairs)
             center[0] = image_width - center[0] - 1
-        crop, trans = crop_image(image, center, scale, rotation, self.image_size, flip)
-        if self.color_rgb:
-            crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
-        input = pixels_to_tensor(crop)
+        pixels, trans = crop_input(image, center, scale, self.image_size, self.color_rgb,
+                                   rotation, flip)
+        input = torch.from_numpy(pixels)
         if self.transform is not None:
             input = self.transform(input)
 

@@ -18,7 +18,7 @@ import secrets
 import cv2
 import numpy as np
 
-from utils.sample_data import Body, PersonPainter, Placement, _background
+from dataset.synthetic import Body, PersonPainter, Placement, _background
 
 DEFAULT_SECONDS = 3.0
 DEFAULT_FPS = 10
