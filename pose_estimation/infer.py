@@ -135,8 +135,11 @@ class Progress:
               end=end, file=sys.stderr, flush=True)
 
     def close(self):
-        if self.enabled:
-            self._print(end='\n') if self.shown != self.frames else print(file=sys.stderr)
+        if not self.enabled:
+            return
+        if self.shown != self.frames:
+            self._print(end='')
+        print(file=sys.stderr)
 
     def clear(self):
         """Wipe the progress line (before an error message)."""

@@ -331,3 +331,13 @@ def test_command_line_error_has_no_traceback(setup, tmp_path):
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert_one_line_error(result.returncode, result.stderr, tmp_path / 'missing.jpg')
+
+
+def test_default_detector_is_hog_or_a_clear_line(setup, tmp_path):
+    from utils.person_boxes import _hog_class
+    if _hog_class() is not None:
+        pytest.skip('this OpenCV has the HOG detector (tested in test_person_boxes)')
+    status, err = run_infer(*base_args(setup, tmp_path / 'out'), '--input', setup['images'],
+                            *TINY_OPTS)
+    assert_one_line_error(status, err, 'HOG', '--boxes')
+    assert status == 2
