@@ -86,6 +86,10 @@ def _build_defaults():
             SCALE_FACTOR=0.25,
             ROT_FACTOR=30.0,
             COLOR_RGB=False,  # new: the original feeds BGR pixels
+            # new: a COCO-format dataset with its own joints (MODEL.NUM_JOINTS):
+            FLIP_PAIRS=[],    # [[left, right], ...] 0-based joint ids
+            OKS_SIGMAS=[],    # one OKS constant per joint (COCOeval, OKS-NMS)
+            SKELETON=[],      # [[a, b], ...] limbs for drawing
         ),
         TRAIN=C(
             LR_FACTOR=0.1,

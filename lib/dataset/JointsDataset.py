@@ -29,6 +29,7 @@ from core.codec import HeatmapCodec
 from evaluation import PosePredictions
 from utils.arrays import group_indices
 from utils.errors import ConfigError, DataError, ImageNotFoundError
+from utils.keypoints import KeypointLayout
 from utils.transforms import PIXEL_STD, affine_transform_points, crop_image, fliplr_joints
 
 logger = logging.getLogger(__name__)
@@ -115,8 +116,10 @@ class ImageCache:
 class JointsDataset(Dataset):
     """Person crops with Gaussian heatmap targets (see the module docstring)."""
 
-    num_joints = 0
-    flip_pairs = []
+    # The dataset's own keypoints (utils.keypoints); subclasses that read any
+    # joint count from COCO-format files allow a yaml-declared layout.
+    native_keypoints = None
+    custom_keypoints = False
     # Where the images are expected, for error messages (set by subclasses).
     image_layout = '<ROOT>/images/...'
 
@@ -137,12 +140,18 @@ class JointsDataset(Dataset):
         self.codec = HeatmapCodec.from_config(cfg)
         self.db = []
         self._check_config(cfg)
+        self.keypoints = KeypointLayout.from_config(cfg, self.native_keypoints) \
+            if self.custom_keypoints else self.native_keypoints
+        # the original's attributes
+        self.num_joints = self.keypoints.num_joints
+        self.flip_pairs = [list(pair) for pair in self.keypoints.flip_pairs]
         self.read_image = ImageCache(self._decode_image)
 
     def _check_config(self, cfg):
-        if cfg.MODEL.NUM_JOINTS != self.num_joints:
+        native = self.native_keypoints.num_joints
+        if cfg.MODEL.NUM_JOINTS != native and not self.custom_keypoints:
             raise ConfigError('MODEL.NUM_JOINTS is {} but the {} dataset has {} joints'.format(
-                cfg.MODEL.NUM_JOINTS, cfg.DATASET.DATASET, self.num_joints))
+                cfg.MODEL.NUM_JOINTS, cfg.DATASET.DATASET, native))
         if self.data_format != 'jpg':
             raise ConfigError("DATASET.DATA_FORMAT: only 'jpg' (image files on disk) is "
                               "supported, got {!r}".format(self.data_format))

@@ -15,6 +15,7 @@ from pycocotools.coco import COCO
 
 from evaluation.coco import PERSON_CATEGORY, COCOKeypointMetric, stdout_to_log
 from utils.errors import ConfigError
+from utils.keypoints import COCO_KEYPOINTS
 
 from .JointsDataset import JointsDataset, box_to_center_scale
 
@@ -51,8 +52,10 @@ class COCODataset(JointsDataset):
     """COCO keypoints, 17 joints; GT boxes when training or TEST.USE_GT_BBOX,
     otherwise the person boxes of TEST.COCO_BBOX_FILE."""
 
-    num_joints = 17
-    flip_pairs = [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12], [13, 14], [15, 16]]
+    native_keypoints = COCO_KEYPOINTS
+    custom_keypoints = True     # any joint count, declared in the yaml
+    num_joints = COCO_KEYPOINTS.num_joints
+    flip_pairs = [list(pair) for pair in COCO_KEYPOINTS.flip_pairs]
     image_layout = '<ROOT>/images/<set>/<image_id:012d>.jpg'
 
     def __init__(self, cfg, root, image_set, is_train, transform=None):
@@ -127,6 +130,7 @@ class COCODataset(JointsDataset):
             return []
         x, y, w, h = np.array([a['bbox'] for a in anns], dtype=np.float64).T
         area = np.array([a['area'] for a in anns], dtype=np.float64)
+        self._check_keypoint_lengths(anns)
         kpts = np.array([a['keypoints'] for a in anns], dtype=np.float64)
         kpts = kpts.reshape(len(anns), self.num_joints, 3)
 
@@ -146,6 +150,16 @@ class COCODataset(JointsDataset):
         return [{'image': path, 'center': c, 'scale': s, 'joints_3d': j, 'joints_3d_vis': v,
                  'filename': '', 'imgnum': 0}
                 for c, s, j, v in zip(centers, scales, joints, vis)]
+
+    def _check_keypoint_lengths(self, anns):
+        want = 3 * self.num_joints
+        for a in anns:
+            got = len(a.get('keypoints') or [])
+            if got != want:
+                raise ValueError('{}: annotation {} has {} keypoint values, expected {} (3 per '
+                                 'joint, MODEL.NUM_JOINTS {})'.format(
+                                     self.annotation_file, a.get('id', '?'), got, want,
+                                     self.num_joints))
 
     def _load_detection_db(self):
         path = self.bbox_file
@@ -196,5 +210,5 @@ class COCODataset(JointsDataset):
         """COCO keypoint AP of this set (rescoring at TEST.IN_VIS_THRE, OKS-NMS at
         TEST.OKS_THRE, results json, COCOeval)."""
         return COCOKeypointMetric(self.coco, self._image_id_of_path, self.image_set,
-                                  self.oks_thre, self.in_vis_thre,
+                                  self.oks_thre, self.in_vis_thre, sigmas=self.keypoints.sigmas,
                                   annotation_file=self.annotation_file)

@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from evaluation.mpii import PCKhMetric
+from utils.keypoints import MPII_KEYPOINTS
 
 from .JointsDataset import JointsDataset
 
@@ -26,8 +27,9 @@ class MPIIDataset(JointsDataset):
     """MPII, 16 joints (r ankle, r knee, r hip, l hip, l knee, l ankle, pelvis,
     thorax, neck, head top, r wrist, r elbow, r shoulder, l shoulder, l elbow, l wrist)."""
 
-    num_joints = 16
-    flip_pairs = [[0, 5], [1, 4], [2, 3], [10, 15], [11, 14], [12, 13]]
+    native_keypoints = MPII_KEYPOINTS
+    num_joints = MPII_KEYPOINTS.num_joints
+    flip_pairs = [list(pair) for pair in MPII_KEYPOINTS.flip_pairs]
     image_layout = '<ROOT>/images/<image>'
 
     def __init__(self, cfg, root, image_set, is_train, transform=None):

@@ -11,6 +11,8 @@ import logging
 
 import numpy as np
 
+from utils.keypoints import COCO_KEYPOINTS
+
 try:
     from . import cpu_nms as compiled_kernels
 except ImportError:  # not built: numpy fallback
@@ -18,10 +20,7 @@ except ImportError:  # not built: numpy fallback
 
 logger = logging.getLogger(__name__)
 
-# Per-keypoint OKS constants of COCO (nose, eyes, ears, shoulders, elbows,
-# wrists, hips, knees, ankles).
-COCO_SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62,
-                        1.07, 1.07, .87, .87, .89, .89]) / 10.0
+COCO_SIGMAS = np.array(COCO_KEYPOINTS.sigmas)
 _AREA_EPS = np.spacing(1)
 
 
