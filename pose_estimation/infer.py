@@ -8,7 +8,7 @@ PATH is an image, a folder of images, a video file or a webcam index (0, 1, ...)
 Person boxes come from --boxes (a COCO results json matched by "file_name" or
 "image_id"; for a video image_id is the frame index), --whole-image (one box per
 picture), --detector (a person detector in a local ONNX file; its input/output
-layout is in lib/utils/person_boxes.py), or by default OpenCV's HOG people
+layout is in lib/core/person_boxes.py), or by default OpenCV's HOG people
 detector (when the installed OpenCV has it). Writes into DIR the pictures
 (<name>_pose.jpg) or the video (<name>_pose.mp4) with the skeletons drawn, and
 DIR/keypoints.json: COCO results records (image_id, category_id, keypoints,
@@ -28,8 +28,8 @@ from core.estimator import PoseEstimator
 from runner.cli import add_opts, base_parser, load_fresh_config
 from utils.errors import ConfigError, DataError
 from utils.media import Source, StagedOutput, image_id_of
-from utils.person_boxes import BoxesFile, HogPeopleDetector, OnnxPersonDetector, WholeImage
-from utils.tracking import PoseTracker
+from core.person_boxes import BoxesFile, HogPeopleDetector, OnnxPersonDetector, WholeImage
+from core.tracking import PoseTracker
 from utils.vis import draw_poses
 
 INFER_FLAGS = {
@@ -54,7 +54,7 @@ def parse_args(argv=None):
     boxes.add_argument('--whole-image', action='store_true',
                        help='one box per picture: the whole picture (single persons)')
     boxes.add_argument('--detector', help='a person detector as an ONNX file (layout: '
-                                          'lib/utils/person_boxes.py)')
+                                          'lib/core/person_boxes.py)')
     parser.add_argument('--detector-size', type=int, nargs=2, default=[640, 640],
                         metavar=('W', 'H'), help='input size of a detector whose size is not '
                                                  'fixed in the file (default 640 640)')
@@ -200,7 +200,10 @@ class Inference:
 
     def _video(self, progress):
         source, records = self.source, []
-        tracker = PoseTracker(method=self.args.track, vis_thre=self.kpt_thre)
+        sigmas = self.estimator.keypoints.sigmas
+        # joints without OKS constants (MPII's): boxes are matched instead
+        method = self.args.track if sigmas is not None else 'iou'
+        tracker = PoseTracker(method=method, sigmas=sigmas, vis_thre=self.kpt_thre)
         writer = None if self.args.no_draw else self.output.video_writer(
             source.name + '_pose.mp4', source.fps, source.frame_size())
         batch = []
@@ -245,7 +248,7 @@ class Inference:
         picture = image.copy()
         labels = None if track_ids is not None else ['{:.2f}'.format(p.score) for p in persons]
         return draw_poses(picture, [p.keypoints for p in persons], [p.box for p in persons],
-                          self.kpt_thre, track_ids, labels)
+                          self.kpt_thre, track_ids, labels, self.estimator.keypoints.skeleton)
 
 
 def main(argv=None):

@@ -334,7 +334,7 @@ def test_command_line_error_has_no_traceback(setup, tmp_path):
 
 
 def test_default_detector_is_hog_or_a_clear_line(setup, tmp_path):
-    from utils.person_boxes import _hog_class
+    from core.person_boxes import _hog_class
     if _hog_class() is not None:
         pytest.skip('this OpenCV has the HOG detector (tested in test_person_boxes)')
     status, err = run_infer(*base_args(setup, tmp_path / 'out'), '--input', setup['images'],

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from utils.media import Frame
-from utils.person_boxes import (BoxesFile, HogPeopleDetector, OnnxPersonDetector, WholeImage,
+from core.person_boxes import (BoxesFile, HogPeopleDetector, OnnxPersonDetector, WholeImage,
                                 _hog_class)
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from dataset.synthetic_video import make_frames, write_video
-from utils.tracking import PoseTracker, box_iou
+from core.tracking import PoseTracker, box_iou
 from utils.vis import LEFT_COLOR, RIGHT_COLOR, draw_poses
 
 

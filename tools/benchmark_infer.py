@@ -62,7 +62,7 @@ def run_once(args, model_file, video, boxes, out):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--cfg', default=os.path.join(ROOT, DEFAULT_CFG))
+    parser.add_argument('--cfg', default=os.path.join(ROOT, DEFAULT_CFG), help='experiment yaml')
     parser.add_argument('--rounds', type=int, default=2)
     parser.add_argument('--seconds', type=float, default=3.0)
     parser.add_argument('--flip-test', action='store_true')

@@ -10,8 +10,8 @@
         person.score       # the validation's person score (box score x mean joint score)
 
 It is valid.py's path, function for function: the crop of each box
-(dataset.JointsDataset.crop_input: box_to_center_scale's box, crop_image,
-ImageNet normalisation), the heatmaps (core.inference.predict_heatmaps, with
+(utils.transforms.box_to_center_scale and crop_input: crop_image, ImageNet
+normalisation, as the datasets), the heatmaps (core.inference.predict_heatmaps, with
 the flip test), their decoding (core.inference.decode_keypoints, i.e.
 HeatmapCodec.decode), the rescoring and OKS-NMS of the COCO metric
 (evaluation.coco.rescore, oks_nms_per_image). For the same checkpoint and boxes
@@ -29,12 +29,14 @@ import numpy as np
 from core.codec import HeatmapCodec
 from core.config import check_config, get_default_config, update_config, update_config_from_list
 from core.inference import decode_keypoints
-from dataset import DATASETS
-from dataset.JointsDataset import box_to_center_scale, crop_input
 from evaluation.coco import PERSON_CATEGORY, oks_nms_per_image, rescore
 from utils.errors import ConfigError
-from utils.transforms import PIXEL_STD
+from utils.keypoints import COCO_KEYPOINTS, MPII_KEYPOINTS, KeypointLayout
+from utils.transforms import PIXEL_STD, box_to_center_scale, crop_input
 
+# The datasets' own joints; a COCO-format yaml may declare its own (DATASET.FLIP_PAIRS,
+# OKS_SIGMAS, SKELETON), as dataset.COCODataset accepts.
+NATIVE_KEYPOINTS = {'coco': (COCO_KEYPOINTS, True), 'mpii': (MPII_KEYPOINTS, False)}
 PRECISIONS = {'fp32': None, 'float32': None, 'bf16': 'bfloat16', 'bfloat16': 'bfloat16',
               'fp16': 'float16', 'float16': 'float16'}
 
@@ -108,10 +110,12 @@ class PoseEstimator:
             cfg.AMP.ENABLED = PRECISIONS[precision] is not None
             if cfg.AMP.ENABLED:
                 cfg.AMP.DTYPE = PRECISIONS[precision]
-        if cfg.DATASET.DATASET not in DATASETS:
+        if cfg.DATASET.DATASET not in NATIVE_KEYPOINTS:
             raise ConfigError('unknown DATASET.DATASET {!r}; choose one of {}'.format(
-                cfg.DATASET.DATASET, ', '.join(sorted(DATASETS))))
-        self.flip_pairs = DATASETS[cfg.DATASET.DATASET].flip_pairs if cfg.TEST.FLIP_TEST \
+                cfg.DATASET.DATASET, ', '.join(sorted(NATIVE_KEYPOINTS))))
+        native, custom = NATIVE_KEYPOINTS[cfg.DATASET.DATASET]
+        self.keypoints = KeypointLayout.from_config(cfg, native) if custom else native
+        self.flip_pairs = [list(p) for p in self.keypoints.flip_pairs] if cfg.TEST.FLIP_TEST \
             else None
         self.codec = HeatmapCodec.from_config(cfg)
         self.image_size = tuple(cfg.MODEL.IMAGE_SIZE)
@@ -222,7 +226,7 @@ class PoseEstimator:
         scores = rescore(keypoints[:, :, 2], rows[:, 4], self.cfg.TEST.IN_VIS_THRE)
         if self.oks_nms:
             kept = oks_nms_per_image(keypoints, np.prod(scales * PIXEL_STD, axis=1), scores,
-                                     owner, self.cfg.TEST.OKS_THRE)
+                                     owner, self.cfg.TEST.OKS_THRE, self.keypoints.sigmas)
         else:
             kept = np.arange(len(rows))
         for k in kept:
