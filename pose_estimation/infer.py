@@ -25,11 +25,11 @@ import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 import numpy as np
 
 from core.estimator import PoseEstimator
+from core.person_boxes import BoxesFile, HogPeopleDetector, OnnxPersonDetector, WholeImage
+from core.tracking import PoseTracker
 from runner.cli import add_opts, base_parser, load_fresh_config
 from utils.errors import ConfigError, DataError
 from utils.media import Source, StagedOutput, image_id_of
-from core.person_boxes import BoxesFile, HogPeopleDetector, OnnxPersonDetector, WholeImage
-from core.tracking import PoseTracker
 from utils.vis import draw_poses
 
 INFER_FLAGS = {

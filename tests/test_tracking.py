@@ -3,8 +3,8 @@ import cv2
 import numpy as np
 import pytest
 
-from dataset.synthetic_video import make_frames, write_video
 from core.tracking import PoseTracker, box_iou
+from dataset.synthetic_video import make_frames, write_video
 from utils.vis import LEFT_COLOR, RIGHT_COLOR, draw_poses
 
 
