@@ -73,6 +73,8 @@ def parse_args(argv=None):
     parser.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda:0', ...")
     parser.add_argument('--precision', choices=('fp32', 'bf16', 'fp16'),
                         help='torch only; default: the yaml\'s AMP settings')
+    parser.add_argument('--threads', type=int,
+                        help='CPU threads of torch / onnxruntime (default: theirs)')
     parser.add_argument('--frames-per-batch', type=int, default=4,
                         help='video frames whose boxes share one forward pass')
     parser.add_argument('--no-draw', action='store_true', help='write keypoints.json only')
@@ -157,7 +159,8 @@ class Inference:
         self.source = Source(args.input)
         self.boxes = box_source(args, self.source)
         self.estimator = PoseEstimator(cfg, args.model_file, device=args.device,
-                                       precision=args.precision, oks_nms=not args.no_oks_nms)
+                                       precision=args.precision, oks_nms=not args.no_oks_nms,
+                                       threads=args.threads)
         self.cfg = self.estimator.cfg
         self.kpt_thre = self.cfg.TEST.IN_VIS_THRE if args.kpt_thre is None else args.kpt_thre
         self.output = StagedOutput(args.out)    # last: nothing is created on bad setup

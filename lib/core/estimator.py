@@ -93,7 +93,8 @@ class PoseEstimator:
     or 'fp16' (torch only); oks_nms: drop poses that duplicate a better one of
     the same picture (OKS above TEST.OKS_THRE), as valid.py does before scoring;
     batch_size: crops per forward pass (None: TEST.BATCH_SIZE); threads: CPU
-    threads of onnxruntime (None: its default).
+    threads of onnxruntime, or torch's (torch.set_num_threads, process-wide)
+    (None: their defaults).
     """
 
     def __init__(self, cfg, model_file, device='auto', flip_test=None, precision=None,
@@ -132,6 +133,9 @@ class PoseEstimator:
             self.arch = self.net.arch or cfg.MODEL.NAME
             self.device = 'cpu'
         else:
+            if threads:
+                import torch
+                torch.set_num_threads(int(threads))
             self._load_torch(cfg, model_file, device)
 
     def _load_torch(self, cfg, model_file, device):
