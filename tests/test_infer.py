@@ -211,6 +211,15 @@ def test_infer_on_the_synthetic_video_tracks_the_figures(setup, tmp_path):
     with open(tmp_path / 'out' / 'keypoints.json') as f:
         records = json.load(f)
     assert len(records) == info['frames'] * info['figures']
+    # pycocotools takes them as results for a COCO set whose images are the frames
+    frames_set = {'images': [{'id': i, 'width': 384, 'height': 288}
+                             for i in range(info['frames'])],
+                  'annotations': [], 'categories': [{'id': 1, 'name': 'person'}]}
+    coco = COCO()
+    coco.dataset = frames_set
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+        assert len(coco.loadRes(records).anns) == len(records)
     # each record's box is one figure's ground-truth box: its track must not switch
     tracks = {}
     for record in records:
