@@ -96,3 +96,18 @@ def test_draw_poses_uses_side_colours_and_threshold():
     assert tuple(image[50, 20]) == LEFT_COLOR
     assert tuple(image[50, 80]) != RIGHT_COLOR
     assert image[5, 50].any()                        # the box
+
+
+def test_make_sample_data_writes_the_video(tmp_path, capsys):
+    import importlib.util
+    import os
+    from conftest import ROOT
+    spec = importlib.util.spec_from_file_location(
+        'make_sample_data', os.path.join(ROOT, 'tools', 'make_sample_data.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / 'sub' / 'clip.mp4'
+    assert tool.main(['--video', str(out), '--seconds', '0.4', '--fps', '5']) == 0
+    assert out.is_file() and (tmp_path / 'sub' / 'clip_boxes.json').is_file()
+    assert 'Wrote 2 frames with 3 figures' in capsys.readouterr().out
+    assert tool.main(['--video', str(out), '--fps', '0']) == 2
