@@ -350,3 +350,22 @@ def test_default_detector_is_hog_or_a_clear_line(setup, tmp_path):
                             *TINY_OPTS)
     assert_one_line_error(status, err, 'HOG', '--boxes')
     assert status == 2
+
+
+def test_original_format_checkpoint_and_precision(setup, tmp_path):
+    """A bare state_dict with DataParallel's 'module.' prefix (the original's
+    files) gives the same poses; bf16 autocast runs and stays close."""
+    import torch
+    state = torch.load(setup['ckpt'], weights_only=True)['state_dict']
+    original = tmp_path / 'original.pth'
+    torch.save({'module.' + key: value for key, value in state.items()}, str(original))
+    image = cv2.imread(str(sorted(setup['images'].iterdir())[0]))
+    boxes = [[20, 30, 120, 200, 0.9]]
+    ours = PoseEstimator(tiny_config(), setup['ckpt'], device='cpu').estimate(image, boxes)
+    theirs = PoseEstimator(tiny_config(), original, device='cpu').estimate(image, boxes)
+    np.testing.assert_array_equal(ours[0].keypoints, theirs[0].keypoints)
+    bf16 = PoseEstimator(tiny_config(), setup['ckpt'], device='auto', precision='bf16')
+    assert 'bfloat16' in bf16.describe()
+    assert bf16.estimate(image, boxes)[0].keypoints.shape == (17, 3)
+    with pytest.raises(ValueError, match='precision must be one of'):
+        PoseEstimator(tiny_config(), setup['ckpt'], precision='int8')
