@@ -2,6 +2,7 @@
 
     python tools/make_sample_data.py [--out data/sample] [--seed 0]
                                      [--train-images N] [--val-images N]
+    python tools/make_sample_data.py --video data/sample/video.mp4 [--seconds 3] [--fps 10]
 
 Writes annotations/person_keypoints_{train,val}2017.json,
 images/{train2017,val2017}/<12-digit id>.jpg and
@@ -9,6 +10,10 @@ person_detection_results/COCO_val2017_detections_AP_H_56_person.json under
 --out, so a COCO experiment yaml trains on it with `DATASET.ROOT <out>`.
 The same arguments always give the same bytes. See lib/dataset/synthetic.py
 for what the images show.
+
+With --video FILE.mp4 it writes instead a short video of moving figures (and
+FILE_boxes.json, their boxes per frame) for the video path and the tracker:
+see lib/dataset/synthetic_video.py.
 """
 import argparse
 import logging
@@ -20,6 +25,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 
 from dataset.synthetic import (DEFAULT_TRAIN_IMAGES, DEFAULT_VAL_IMAGES,  # noqa: E402
                                generate)
+from dataset.synthetic_video import (DEFAULT_FIGURES, DEFAULT_FPS, DEFAULT_SECONDS,  # noqa: E402
+                                write_video)
 
 
 def parse_args(argv=None):
@@ -31,6 +38,14 @@ def parse_args(argv=None):
     parser.add_argument('--val-images', type=int, default=DEFAULT_VAL_IMAGES,
                         help='number of validation images')
     parser.add_argument('--jpeg-quality', type=int, default=90, help='JPEG quality, 1-100')
+    parser.add_argument('--video', metavar='FILE.mp4',
+                        help='write a synthetic video (moving figures) instead of the dataset')
+    parser.add_argument('--seconds', type=float, default=DEFAULT_SECONDS,
+                        help='video length (default %(default)s)')
+    parser.add_argument('--fps', type=int, default=DEFAULT_FPS,
+                        help='video frames per second (default %(default)s)')
+    parser.add_argument('--figures', type=int, default=DEFAULT_FIGURES,
+                        help='people in the video (default %(default)s)')
     return parser.parse_args(argv)
 
 
@@ -38,6 +53,17 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     args = parse_args(argv)
     start = time.time()
+    if args.video:
+        try:
+            info = write_video(args.video, seed=args.seed, seconds=args.seconds, fps=args.fps,
+                               figures=args.figures)
+        except (ValueError, OSError) as err:
+            print('make_sample_data: error: {}'.format(err), file=sys.stderr)
+            return 2
+        print('Wrote {} frames with {} figures to {} and their boxes to {} ({:.1f} s)'.format(
+            info['frames'], info['figures'], args.video, info['boxes_file'],
+            time.time() - start))
+        return 0
     try:
         summary = generate(args.out, seed=args.seed, train_images=args.train_images,
                            val_images=args.val_images, jpeg_quality=args.jpeg_quality)

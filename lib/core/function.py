@@ -15,7 +15,7 @@ import torch
 from core.codec import HeatmapCodec
 from core.config import get_model_name
 from core.evaluate import accuracy
-from core.inference import predict_heatmaps
+from core.inference import decode_keypoints, predict_heatmaps
 from evaluation import PosePredictions
 from utils.distributed import (all_gather_objects, all_reduce_sum, broadcast_object,
                                get_rank, merge_in_dataset_order)
@@ -125,8 +125,7 @@ def _collect_predictions(config, val_loader, val_dataset, model, criterion, prec
 
             heatmaps = output.cpu().numpy()
             center, scale = meta['center'].numpy(), meta['scale'].numpy()
-            coords, maxvals = codec.decode(heatmaps, center, scale)
-            parts['keypoints'].append(np.concatenate([coords[..., :2], maxvals], axis=2))
+            parts['keypoints'].append(decode_keypoints(codec, heatmaps, center, scale))
             parts['centers'].append(center)
             parts['scales'].append(scale)
             parts['box_scores'].append(meta['score'].numpy())

@@ -27,6 +27,14 @@ def get_final_preds(config, batch_heatmaps, center, scale):
     return codec.decode(heatmaps, center, scale)
 
 
+def decode_keypoints(codec, heatmaps, center, scale):
+    """Heatmaps (N, J, H, W) of crops with boxes center (N, 2), scale (N, 2) ->
+    keypoints (N, J, 3) [x, y, maxval] in image pixels (HeatmapCodec.decode).
+    The one decoding of valid.py's loop and of the inference API."""
+    coords, maxvals = codec.decode(heatmaps, center, scale)
+    return np.concatenate([coords[..., :2], maxvals], axis=2)
+
+
 def predict_heatmaps(model, images, flip_pairs=None, shift_heatmap=False, precision=None):
     """Heatmaps (float32) of a batch of crops; with `flip_pairs` the flip test:
     the mirrored crops go through the network too (one forward of the plain and

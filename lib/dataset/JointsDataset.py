@@ -30,37 +30,15 @@ from evaluation import PosePredictions
 from utils.arrays import group_indices
 from utils.errors import ConfigError, DataError, ImageNotFoundError
 from utils.keypoints import KeypointLayout
-from utils.transforms import PIXEL_STD, affine_transform_points, crop_image, fliplr_joints
+from utils.transforms import (PIXEL_MEAN, PIXEL_STD, PIXEL_STD_DEV,  # noqa: F401  (re-exported)
+                              affine_transform_points, box_to_center_scale, crop_input,
+                              fliplr_joints, normalize_pixels)
 
 logger = logging.getLogger(__name__)
 
-# ImageNet statistics in the order the original applied them: to the channels
-# as read by OpenCV (BGR), unless DATASET.COLOR_RGB is set.
-PIXEL_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-PIXEL_STD_DEV = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-
-
-def box_to_center_scale(box, aspect_ratio, enlarge=1.25):
-    """Boxes (..., 4) [x, y, w, h] -> centres (..., 2) and scales (..., 2) in units
-    of 200 px, with the short side grown to `aspect_ratio` = w / h and x1.25."""
-    box = np.asarray(box, dtype=np.float64)
-    x, y, w, h = np.moveaxis(box, -1, 0)
-    center = np.stack([x + w * 0.5, y + h * 0.5], axis=-1)
-    w, h = np.maximum(w, h * aspect_ratio), np.maximum(h, w / aspect_ratio)
-    scale = np.stack([w, h], axis=-1) / PIXEL_STD * enlarge
-    return center, scale
-
-
 def pixels_to_tensor(crop):
-    """uint8 crop (H, W, 3) -> float32 tensor (3, H, W): /255, then ImageNet
-    mean/std per channel (what the original did with ToTensor + Normalize)."""
-    # numpy, not torch: per-sample work this small gains nothing from torch's
-    # thread pool, which only contends with the DataLoader's workers.
-    pixels = crop.transpose(2, 0, 1).astype(np.float32)
-    pixels /= 255
-    pixels -= PIXEL_MEAN[:, None, None]
-    pixels /= PIXEL_STD_DEV[:, None, None]
-    return torch.from_numpy(pixels)
+    """uint8 crop (H, W, 3) -> normalised float32 tensor (3, H, W)."""
+    return torch.from_numpy(normalize_pixels(crop))
 
 
 class ImageCache:
@@ -202,10 +180,9 @@ class JointsDataset(Dataset):
             image_width = image.shape[1]
             joints, joints_vis = fliplr_joints(joints, joints_vis, image_width, self.flip_pairs)
             center[0] = image_width - center[0] - 1
-        crop, trans = crop_image(image, center, scale, rotation, self.image_size, flip)
-        if self.color_rgb:
-            crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
-        input = pixels_to_tensor(crop)
+        pixels, trans = crop_input(image, center, scale, self.image_size, self.color_rgb,
+                                   rotation, flip)
+        input = torch.from_numpy(pixels)
         if self.transform is not None:
             input = self.transform(input)
 

@@ -14,6 +14,10 @@ import cv2
 import numpy as np
 
 PIXEL_STD = 200.0
+# ImageNet statistics in the order the original applied them: to the channels
+# as read by OpenCV (BGR), unless DATASET.COLOR_RGB is set.
+PIXEL_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+PIXEL_STD_DEV = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 def _as_scale_wh(scale):
@@ -148,3 +152,37 @@ def crop_image(image, center, scale, rotation, image_size, flip=False):
     crop = cv2.warpAffine(image, warp, (int(image_size[0]), int(image_size[1])),
                           flags=cv2.INTER_LINEAR)
     return crop, trans
+
+
+def box_to_center_scale(box, aspect_ratio, enlarge=1.25):
+    """Boxes (..., 4) [x, y, w, h] -> centres (..., 2) and scales (..., 2) in units
+    of 200 px, with the short side grown to `aspect_ratio` = w / h and x1.25."""
+    box = np.asarray(box, dtype=np.float64)
+    x, y, w, h = np.moveaxis(box, -1, 0)
+    center = np.stack([x + w * 0.5, y + h * 0.5], axis=-1)
+    w, h = np.maximum(w, h * aspect_ratio), np.maximum(h, w / aspect_ratio)
+    scale = np.stack([w, h], axis=-1) / PIXEL_STD * enlarge
+    return center, scale
+
+
+def normalize_pixels(crop):
+    """uint8 crop (H, W, 3) -> float32 array (3, H, W): /255, then ImageNet
+    mean/std per channel (what the original did with ToTensor + Normalize)."""
+    # numpy, not torch: per-sample work this small gains nothing from torch's
+    # thread pool, which only contends with the DataLoader's workers.
+    pixels = crop.transpose(2, 0, 1).astype(np.float32)
+    pixels /= 255
+    pixels -= PIXEL_MEAN[:, None, None]
+    pixels /= PIXEL_STD_DEV[:, None, None]
+    return pixels
+
+
+def crop_input(image, center, scale, image_size, color_rgb=False, rotation=0.0, flip=False):
+    """The network input of one person box: the crop (`crop_image`), in RGB order
+    when `color_rgb` (DATASET.COLOR_RGB), normalised as float32 (3, H, W). Returns
+    (input, trans). What the datasets feed train.py and valid.py, and what the
+    inference API (core.estimator) feeds the network: one function for both."""
+    crop, trans = crop_image(image, center, scale, rotation, image_size, flip)
+    if color_rgb:
+        crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+    return normalize_pixels(crop), trans

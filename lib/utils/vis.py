@@ -79,6 +79,35 @@ def draw_skeleton(image, keypoints, threshold=0.2, skeleton=COCO_SKELETON):
     return draw_joints(image, keypoints[:, :2], shown, MIDDLE_COLOR, radius=2)
 
 
+def track_color(track_id):
+    """A bright BGR colour per track id (golden-angle hues), stable across frames."""
+    hue = int((track_id * 137.508) % 180)
+    hsv = np.uint8([[[hue, 200, 255]]])
+    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
+
+
+def draw_poses(image, keypoints, boxes=None, threshold=0.2, track_ids=None, labels=None,
+               skeleton=COCO_SKELETON):
+    """Draw several persons in place: per person its (J, 3) keypoints as a skeleton
+    (joints with score <= `threshold` and their limbs left out), then, when `boxes`
+    is given, its [x, y, w, h] box (coloured by track id when `track_ids` is given,
+    else grey) and a text label above it (`labels`, else the track id)."""
+    for person in keypoints:
+        draw_skeleton(image, person, threshold, skeleton)
+    for index in range(len(keypoints) if boxes is not None else 0):
+        x, y, w, h = (int(round(v)) for v in boxes[index][:4])
+        color = track_color(track_ids[index]) if track_ids is not None else (160, 160, 160)
+        cv2.rectangle(image, (x, y), (x + w, y + h), color, 2)
+        text = labels[index] if labels is not None else (
+            'id {}'.format(track_ids[index]) if track_ids is not None else None)
+        if text:
+            origin = (x + 2, max(y - 4, 12))
+            for thickness, ink in ((3, (0, 0, 0)), (1, color)):
+                cv2.putText(image, str(text), origin, cv2.FONT_HERSHEY_SIMPLEX, 0.45, ink,
+                            thickness, cv2.LINE_AA)
+    return image
+
+
 def save_batch_image_with_joints(batch_image, batch_joints, batch_joints_vis, file_name,
                                  color, color_rgb=False):
     """Write the batch as a grid with joints (input pixels) drawn on each crop."""
