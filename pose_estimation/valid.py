@@ -20,7 +20,8 @@ from utils.distributed import DistContext
 from utils.launch import COMMON_FLAGS, add_opts, base_parser, load_config, run_job, \
     setup_run
 from utils.loaders import build_val_loader
-from utils.utils import wrap_model
+from utils.preflight import check_model_output
+from utils.utils import unwrap_model, wrap_model
 
 logger = logging.getLogger('valid')
 
@@ -69,6 +70,7 @@ class Validator:
         # Evaluation needs no gradient sync: never DDP, DataParallel for --gpus 0,1.
         self.model = wrap_model(ctx.precision.prepare_model(model), ctx.device, ctx.gpus,
                                 DistContext())
+        check_model_output(cfg, unwrap_model(self.model), ctx.device)
         self.criterion = JointsMSELoss(cfg.LOSS.USE_TARGET_WEIGHT).to(ctx.device)
         self.val_dataset = dataset.build_dataset(cfg, cfg.DATASET.TEST_SET, False)
         self.val_loader = build_val_loader(self.val_dataset, cfg.TEST.BATCH_SIZE * ctx.replicas,

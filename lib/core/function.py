@@ -45,18 +45,31 @@ def _is_report_step(step, total, freq):
 
 
 def train(config, train_loader, model, criterion, optimizer, epoch, output_dir,
-          tb_log_dir, writer_dict, precision=None):
+          tb_log_dir, writer_dict, precision=None, start_batch=0, after_step=None):
     """Train `model` for one epoch; rank 0 reports progress every PRINT_FREQ
     iterations (log, TensorBoard through `writer_dict` = {'writer',
     'train_global_steps'} when given, DEBUG pictures). Returns the epoch's average
-    loss and accuracy; raises NonFiniteLossError on a NaN/inf loss."""
+    loss and accuracy; raises NonFiniteLossError on a NaN/inf loss.
+
+    `start_batch`: the epoch's batches before it were trained on already (the
+    loader skips them; a resumed run). `after_step(done)` is called after each
+    step with the number of the epoch's batches done; when it returns True the
+    epoch stops there (a stop request)."""
     device = _device_of(model)
     precision = precision or Precision(config, device)
     batch_time, data_time, losses, acc = (AverageMeter() for _ in range(4))
-    total = len(train_loader)
+    total = start_batch + len(train_loader)
+    skipped = 0
     model.train()
     end = time.time()
-    for i, (input, target, target_weight, meta) in enumerate(train_loader):
+    for i, batch in enumerate(train_loader, start_batch):
+        if batch is None:   # every image of the batch was skipped (SKIP_BAD_IMAGES)
+            skipped += train_loader.batch_size
+            if after_step is not None and after_step(i + 1):
+                break
+            continue
+        input, target, target_weight, meta = batch
+        skipped += int(meta.get('skipped', 0))
         data_time.update(time.time() - end)
         input = precision.prepare_input(input, device)
         target = target.to(device, non_blocking=True)
@@ -90,6 +103,11 @@ def train(config, train_loader, model, criterion, optimizer, epoch, output_dir,
             stride = input.size(3) / output.size(3)
             save_debug_images(config, input, meta, target, pred * stride, output,
                               os.path.join(output_dir, 'debug', 'train_{}'.format(i)))
+        if after_step is not None and after_step(i + 1):
+            break
+    if skipped:
+        logger.warning('epoch %d: %d sample(s) of unreadable images skipped on this rank '
+                       '(DATASET.SKIP_BAD_IMAGES; see the warnings above)', epoch, skipped)
     return losses.avg, acc.avg
 
 
@@ -118,8 +136,7 @@ def _collect_predictions(config, val_loader, val_dataset, model, criterion, prec
     """Run this rank's share of the validation set. Returns a dict of its results
     in the order of its sampler plus summed loss/accuracy statistics."""
     flip_pairs = val_dataset.flip_pairs if config.TEST.FLIP_TEST else None
-    indices = list(iter(val_loader.sampler))
-    num = len(indices)
+    num = len(val_loader.sampler)
     num_joints = config.MODEL.NUM_JOINTS
     preds = np.zeros((num, num_joints, 3), dtype=np.float32)
     boxes = np.zeros((num, 6), dtype=np.float32)
@@ -127,9 +144,17 @@ def _collect_predictions(config, val_loader, val_dataset, model, criterion, prec
     batch_time, data_time, losses, acc = (AverageMeter() for _ in range(4))
     total = len(val_loader)
     filled = 0
+    done = []      # dataset indices predicted (those of skipped images are not)
+    skipped = 0
     end = time.time()
     with torch.no_grad():
-        for i, (input, target, target_weight, meta) in enumerate(val_loader):
+        for i, batch in enumerate(val_loader):
+            if batch is None:   # every image of the batch was skipped (SKIP_BAD_IMAGES)
+                skipped += val_loader.batch_size
+                continue
+            input, target, target_weight, meta = batch
+            skipped += int(meta.get('skipped', 0))
+            done.extend(int(k) for k in meta['index'])
             data_time.update(time.time() - end)
             input = precision.prepare_input(input, device)
             output = predict_heatmaps(model, input, flip_pairs, config.TEST.SHIFT_HEATMAP,
@@ -164,8 +189,28 @@ def _collect_predictions(config, val_loader, val_dataset, model, criterion, prec
                 stride = input.size(3) / output.size(3)
                 save_debug_images(config, input, meta, target, pred * stride, output,
                                   os.path.join(output_dir, 'debug', 'val_{}'.format(i)))
-    return {'indices': indices, 'preds': preds, 'boxes': boxes, 'image': image_paths,
-            'stats': [losses.sum, losses.count, acc.sum, acc.count]}
+    if skipped:
+        logger.warning('validation: %d sample(s) of unreadable images skipped on this rank '
+                       '(DATASET.SKIP_BAD_IMAGES; see the warnings above)', skipped)
+    return {'indices': done, 'preds': preds[:filled], 'boxes': boxes[:filled],
+            'image': image_paths, 'stats': [losses.sum, losses.count, acc.sum, acc.count]}
+
+
+class NonFinitePredictionError(FloatingPointError):
+    """Predicted keypoints or boxes hold NaN or infinity."""
+
+
+def check_finite_predictions(preds, boxes, image_paths):
+    """Raise NonFinitePredictionError naming the first image whose prediction
+    (keypoints, maxvals) or box is NaN/infinite: nothing is written or scored."""
+    bad = ~(np.isfinite(preds).reshape(len(preds), -1).all(axis=1)
+            & np.isfinite(boxes).reshape(len(boxes), -1).all(axis=1))
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise NonFinitePredictionError(
+            '{} of {} predicted poses are not finite (NaN or infinity), the first of image '
+            '{}; nothing was written or evaluated'.format(int(bad.sum()), len(preds),
+                                                          image_paths[first]))
 
 
 def validate(config, val_loader, val_dataset, model, criterion, output_dir, tb_log_dir,
@@ -192,7 +237,9 @@ def validate(config, val_loader, val_dataset, model, criterion, output_dir, tb_l
     shards = all_gather_objects(shard)
     perf_indicator = None
     if get_rank() == 0:
-        merged = merge_in_dataset_order(shards, len(val_dataset))
+        merged = merge_in_dataset_order(shards, len(val_dataset),
+                                        allow_missing=val_dataset.skip_bad_images)
+        check_finite_predictions(merged['preds'], merged['boxes'], merged['image'])
         name_values, perf_indicator = val_dataset.evaluate(
             config, merged['preds'], output_dir, merged['boxes'], merged['image'])
         name_values = {name: float(value) for name, value in name_values.items()}

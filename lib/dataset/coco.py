@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import numbers
 import os
 from collections import OrderedDict
@@ -21,8 +22,8 @@ from core.config import ConfigError
 from nms.nms import oks_nms
 from utils.fileio import write_json_atomically
 
-from .JointsDataset import (JointsDataset, box_to_center_scale, format_name_values,
-                            group_indices)
+from .JointsDataset import (DataError, JointsDataset, box_to_center_scale,
+                            format_name_values, group_indices)
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,16 @@ def rescore(maxvals, box_scores, in_vis_thre):
     count = above.sum(axis=1)
     mean = np.where(count > 0, (maxvals * above).sum(axis=1) / np.maximum(count, 1), 0.0)
     return mean * box_scores
+
+
+def _positive_box(bbox):
+    """Whether bbox is [x, y, w, h] of finite numbers with w > 0 and h > 0."""
+    try:
+        values = [float(v) for v in bbox]
+    except (TypeError, ValueError):
+        return False
+    return len(values) == 4 and all(map(math.isfinite, values)) \
+        and values[2] > 0 and values[3] > 0
 
 
 def _check_detection(i, entry, path):
@@ -143,17 +154,52 @@ class COCODataset(JointsDataset):
         return os.path.join(self.root, 'images', folder, '{:012d}.jpg'.format(index))
 
     def _load_gt_db(self):
+        self._bad_boxes = []
         db = []
         for index in self.image_set_index:
             db.extend(self._gt_records(index))
+        if self._bad_boxes:
+            ann = self._bad_boxes[0]
+            logger.warning('%s: skipped %d person annotations whose box has a width or height '
+                           '<= 0 or is not finite (the first: annotation id %s of image %s, '
+                           'bbox %s)', self.annotation_file, len(self._bad_boxes), ann.get('id'),
+                           ann.get('image_id'), ann.get('bbox'))
         return db
 
+    def _image_size(self, index):
+        """(width, height) the annotation file gives for an image, or None."""
+        info = self.coco.imgs[index]
+        if isinstance(info.get('width'), int) and isinstance(info.get('height'), int):
+            return info['width'], info['height']
+        return None
+
+    def _check_keypoints(self, ann):
+        """DataError naming the file and the annotation when its keypoints are
+        not a list of NUM_JOINTS x 3 numbers."""
+        kpts = ann.get('keypoints')
+        want = self.num_joints * 3
+        if not isinstance(kpts, list) or len(kpts) != want or not all(
+                isinstance(v, numbers.Real) for v in kpts):
+            got = ('{} values'.format(len(kpts)) if isinstance(kpts, list)
+                   else 'no list' if kpts is None else repr(kpts)[:40])
+            raise DataError('{}: annotation id {} (image {}) has keypoints of {}, expected a '
+                            'list of {} numbers ({} joints x [x, y, v])'.format(
+                                self.annotation_file, ann.get('id'), ann.get('image_id'),
+                                got, want, self.num_joints))
+
     def _gt_records(self, index):
-        """The clipped, non-crowd person boxes of one image that have keypoints."""
+        """The clipped, non-crowd person boxes of one image that have keypoints.
+        Boxes with a width or height <= 0 are left out (counted in _bad_boxes)."""
         info = self.coco.imgs[index]
         width, height = info['width'], info['height']
         anns = [a for a in self.coco.imgToAnns.get(index, [])
                 if a['category_id'] == PERSON_CATEGORY and not a.get('iscrowd', 0)]
+        for ann in anns:
+            self._check_keypoints(ann)
+        good = [a for a in anns if _positive_box(a.get('bbox'))]
+        if len(good) < len(anns) and hasattr(self, '_bad_boxes'):
+            self._bad_boxes.extend(a for a in anns if not _positive_box(a.get('bbox')))
+        anns = good
         if not anns:
             return []
         x, y, w, h = np.array([a['bbox'] for a in anns], dtype=np.float64).T
@@ -164,7 +210,9 @@ class COCODataset(JointsDataset):
         x1, y1 = np.maximum(0, x), np.maximum(0, y)
         x2 = np.minimum(width - 1, x1 + np.maximum(0, w - 1))
         y2 = np.minimum(height - 1, y1 + np.maximum(0, h - 1))
-        keep = (area > 0) & (x2 >= x1) & (y2 >= y1) & (kpts.max(axis=(1, 2)) > 0)
+        # a box clipped to a single pixel has no size to crop either
+        keep = (area > 0) & (x2 >= x1) & (y2 >= y1) & ((x2 > x1) | (y2 > y1)) \
+            & (kpts.max(axis=(1, 2)) > 0)
         boxes = np.stack([x1, y1, x2 - x1, y2 - y1], axis=1)[keep]
         centers, scales = box_to_center_scale(boxes, self.aspect_ratio)
 
@@ -175,7 +223,7 @@ class COCODataset(JointsDataset):
         vis[..., :2] = np.minimum(kpts[..., 2:], 1)
         path = self.image_path_from_index(index)
         return [{'image': path, 'center': c, 'scale': s, 'joints_3d': j, 'joints_3d_vis': v,
-                 'filename': '', 'imgnum': 0}
+                 'filename': '', 'imgnum': 0, 'image_size': (width, height)}
                 for c, s, j, v in zip(centers, scales, joints, vis)]
 
     def _load_detection_db(self):
@@ -197,6 +245,15 @@ class COCODataset(JointsDataset):
         for i, entry in enumerate(detections):
             _check_detection(i, entry, path)
 
+        bad = [(i, d) for i, d in enumerate(detections) if not _positive_box(d['bbox'])
+               or not math.isfinite(d['score'])]
+        if bad:
+            i, first = bad[0]
+            logger.warning('%s: skipped %d detection entries with a non-finite or non-positive '
+                           'box or score (the first: entry %d, image_id %s, bbox %s, score %s)',
+                           path, len(bad), i, first['image_id'], first['bbox'], first['score'])
+            skip = {id(d) for _, d in bad}
+            detections = [d for d in detections if id(d) not in skip]
         persons = [d for d in detections if d['category_id'] == PERSON_CATEGORY]
         known = [d for d in persons if d['image_id'] in self.coco.imgs]
         if len(known) < len(persons):
@@ -218,7 +275,7 @@ class COCODataset(JointsDataset):
                     path)
         return [{'image': self.image_path_from_index(d['image_id']), 'center': c, 'scale': s,
                  'score': d['score'], 'joints_3d': joints, 'joints_3d_vis': vis,
-                 'filename': '', 'imgnum': 0}
+                 'filename': '', 'imgnum': 0, 'image_size': self._image_size(d['image_id'])}
                 for d, c, s in zip(kept, centers, scales)]
 
     # -- evaluation ------------------------------------------------------------
