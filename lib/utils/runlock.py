@@ -30,7 +30,7 @@ def _describe(text):
     fields = dict(part.split('=', 1) for part in text.split() if '=' in part)
     if 'pid' not in fields:
         return 'another process'
-    where = ', '.join(fields[k] for k in ('phase', 'host') if k in fields)
+    where = ' on '.join(fields[k] for k in ('phase', 'host') if k in fields)
     return 'process {}{}'.format(fields['pid'], ' ({})'.format(where) if where else '')
 
 
