@@ -195,10 +195,10 @@ class JointsDataset(Dataset):
         if not os.path.isfile(path):
             raise ImageNotFoundError('image not found: {} (expected layout {})'.format(
                 path, self.image_layout))
+        check_complete(path)   # before decoding: libjpeg would fill a cut file with grey
         image = cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
         if image is None:
             raise DataError('cannot decode image {} (corrupt or not an image file)'.format(path))
-        check_complete(path)
         return image
 
     def _read_checked(self, rec):
