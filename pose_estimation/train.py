@@ -19,20 +19,22 @@ import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 
 import dataset
 import models
-from core.config import ConfigError, get_model_name
-from core.function import NonFiniteLossError, train, validate
+from core.config import get_model_name
+from core.function import train_one_epoch, validate_model
 from core.loss import JointsMSELoss
+from runner.cli import COMMON_FLAGS, add_opts, base_parser, load_config
+from runner.launch import run_job, setup_run
+from runner.setup import get_lr_scheduler, get_optimizer, wrap_model
 from utils.checkpoint import load_pose_checkpoint, read_checkpoint, save_atomic, \
     save_checkpoint
 from utils.distributed import all_reduce_sum, barrier, broadcast_object
-from utils.launch import COMMON_FLAGS, add_opts, base_parser, load_config, run_job, \
-    setup_run
+from utils.errors import ConfigError, NonFiniteLossError
 from utils.loaders import EpochSeededLoader, build_val_loader
+from utils.modules import unwrap_model
 from utils.preemption import StopSignals, TrainingStopped
 from utils.preflight import check_model_output
+from utils.seeding import fresh_seed, seed_everything
 from utils.tensorboard import TensorBoardWriter
-from utils.utils import fresh_seed, get_lr_scheduler, get_optimizer, seed_everything, \
-    unwrap_model, wrap_model
 
 logger = logging.getLogger('train')
 
@@ -81,10 +83,7 @@ class Trainer:
             self._check_mid_epoch_resume()
         self.val_loader = build_val_loader(self.val_dataset, cfg.TEST.BATCH_SIZE * ctx.replicas,
                                            cfg.WORKERS, ctx.dist, ctx.pin_memory)
-        self.writer_dict = None
-        if ctx.dist.is_main:
-            self.writer_dict = {'writer': TensorBoardWriter(ctx.tb_log_dir),
-                                'train_global_steps': 0, 'valid_global_steps': 0}
+        self.writer = TensorBoardWriter(ctx.tb_log_dir) if ctx.dist.is_main else None
         logger.info('%d training and %d validation samples; epochs %d..%d; data seed %d',
                     len(self.train_dataset), len(self.val_dataset), self.begin_epoch,
                     cfg.TRAIN.END_EPOCH - 1, self.data_seed)
@@ -221,8 +220,8 @@ class Trainer:
             try:
                 self._run()
             finally:
-                if self.writer_dict is not None:
-                    self.writer_dict['writer'].close()
+                if self.writer is not None:
+                    self.writer.close()
 
     def _run(self):
         cfg, ctx = self.cfg, self.ctx
@@ -234,9 +233,10 @@ class Trainer:
                         self.optimizer.param_groups[0]['lr'])
             self.stop_at = None
             try:
-                train(cfg, self.train_loader, self.model, self.criterion, self.optimizer,
-                      epoch, ctx.output_dir, ctx.tb_log_dir, self.writer_dict, ctx.precision,
-                      start_batch=start, after_step=lambda done, e=epoch: self._after_step(e, done))
+                train_one_epoch(cfg, self.train_loader, self.model, self.criterion,
+                                self.optimizer, epoch, ctx.output_dir, self.writer, ctx.precision,
+                                start_batch=start,
+                                after_step=lambda done, e=epoch: self._after_step(e, done))
             except NonFiniteLossError as error:
                 raise NonFiniteLossError('{}; training stopped, the last checkpoint ({}) is '
                                          'kept'.format(error, self.checkpoint_path)) from None
@@ -244,9 +244,9 @@ class Trainer:
                 self._save_mid_epoch(epoch, self.stop_at)
                 raise self._stopped(epoch, self.stop_at)
             self.scheduler.step()
-            perf = validate(cfg, self.val_loader, self.val_dataset, self.model, self.criterion,
-                            ctx.output_dir, ctx.tb_log_dir, self.writer_dict, ctx.precision,
-                            epoch=epoch)
+            perf = validate_model(cfg, self.val_loader, self.val_dataset, self.model,
+                                  self.criterion, ctx.output_dir, self.writer, ctx.precision,
+                                  epoch=epoch)
             if ctx.dist.is_main:
                 self._save(epoch, perf)
             barrier()

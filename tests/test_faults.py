@@ -208,8 +208,8 @@ def test_keypoints_of_the_wrong_length_name_file_and_annotation(sample, tmp_path
     with pytest.raises(dataset.DataError) as info:
         dataset.build_dataset(tiny_config(root), 'val2017', False)
     assert str(info.value) == (
-        '{}: annotation id {} (image {}) has keypoints of 48 values, expected a list of 51 '
-        'numbers (17 joints x [x, y, v])'.format(path, *ids))
+        '{}: annotation {} has 48 keypoint values, expected 51 (3 per joint, MODEL.NUM_JOINTS '
+        '17; image {})'.format(path, *ids))
 
 
 class NaNModel(torch.nn.Module):
@@ -227,7 +227,8 @@ class NaNModel(torch.nn.Module):
 
 def test_non_finite_predictions_are_refused_before_anything_is_written(sample, tmp_path):
     import dataset
-    from core.function import NonFinitePredictionError, validate
+    from core.function import validate
+    from utils.errors import NonFinitePredictionError
     from core.loss import JointsMSELoss
     from utils.distributed import DistContext
     from utils.fileio import write_json_atomically

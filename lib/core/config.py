@@ -11,9 +11,7 @@ import os
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A yaml file or command-line override that does not fit the config tree."""
+from utils.errors import ConfigError  # noqa: F401  (re-exported: core.config.ConfigError)
 
 
 class CfgNode(dict):
@@ -90,6 +88,10 @@ def _build_defaults():
             COLOR_RGB=False,  # new: the original feeds BGR pixels
             SKIP_BAD_IMAGES=False,  # new: skip (warn, count) truncated images and images
                                     # whose size differs from the annotation's
+            # new: a COCO-format dataset with its own joints (MODEL.NUM_JOINTS):
+            FLIP_PAIRS=[],    # [[left, right], ...] 0-based joint ids
+            OKS_SIGMAS=[],    # one OKS constant per joint (COCOeval, OKS-NMS)
+            SKELETON=[],      # [[a, b], ...] limbs for drawing
         ),
         TRAIN=C(
             LR_FACTOR=0.1,
@@ -113,6 +115,7 @@ def _build_defaults():
             BATCH_SIZE=32,
             FLIP_TEST=False,
             POST_PROCESS=True,
+            DARK=False,       # new: DARK decoding (replaces POST_PROCESS's quarter offset)
             SHIFT_HEATMAP=True,
             USE_GT_BBOX=False,
             OKS_THRE=0.5,

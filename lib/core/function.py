@@ -1,4 +1,9 @@
-"""One training epoch and one validation pass (also under torchrun)."""
+"""One training epoch and one validation pass (also under torchrun).
+
+`train_one_epoch` and `validate_model` are what the scripts call; `train` and
+`validate` keep the original's signatures (tb_log_dir, writer_dict) as thin
+wrappers for users' scripts.
+"""
 import logging
 import math
 import os
@@ -7,23 +12,21 @@ import time
 import numpy as np
 import torch
 
+from core.codec import HeatmapCodec
 from core.config import get_model_name
 from core.evaluate import accuracy
-from core.inference import get_final_preds
-from utils.fileio import write_json_atomically
+from core.inference import predict_heatmaps
+from evaluation import PosePredictions
 from utils.distributed import (all_gather_objects, all_reduce_sum, broadcast_object,
                                get_rank, merge_in_dataset_order)
+from utils.errors import NonFiniteLossError  # noqa: F401  (re-exported: core.function)
+from utils.fileio import write_json_atomically
 from utils.meters import AverageMeter, progress_line
+from utils.modules import unwrap_model
 from utils.precision import Precision
-from utils.transforms import flip_back
-from utils.utils import unwrap_model
 from utils.vis import save_debug_images
 
 logger = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
 
 
 def _device_of(model):
@@ -44,17 +47,18 @@ def _is_report_step(step, total, freq):
     return step % max(freq, 1) == 0 or step == total - 1
 
 
-def train(config, train_loader, model, criterion, optimizer, epoch, output_dir,
-          tb_log_dir, writer_dict, precision=None, start_batch=0, after_step=None):
+def train_one_epoch(config, train_loader, model, criterion, optimizer, epoch, output_dir,
+                    writer=None, precision=None, start_batch=0, after_step=None):
     """Train `model` for one epoch; rank 0 reports progress every PRINT_FREQ
-    iterations (log, TensorBoard through `writer_dict` = {'writer',
-    'train_global_steps'} when given, DEBUG pictures). Returns the epoch's average
-    loss and accuracy; raises NonFiniteLossError on a NaN/inf loss.
+    iterations (log, the TensorBoard `writer` when given, DEBUG pictures).
+    Returns the epoch's average loss and accuracy; raises NonFiniteLossError on
+    a NaN/inf loss.
 
     `start_batch`: the epoch's batches before it were trained on already (the
     loader skips them; a resumed run). `after_step(done)` is called after each
     step with the number of the epoch's batches done; when it returns True the
-    epoch stops there (a stop request)."""
+    epoch stops there (a stop request). Samples of images skipped under
+    DATASET.SKIP_BAD_IMAGES are counted in the epoch's summary."""
     device = _device_of(model)
     precision = precision or Precision(config, device)
     batch_time, data_time, losses, acc = (AverageMeter() for _ in range(4))
@@ -95,11 +99,10 @@ def train(config, train_loader, model, criterion, optimizer, epoch, output_dir,
         if get_rank() == 0 and _is_report_step(i, total, config.PRINT_FREQ):
             logger.info(progress_line('Epoch [{}]'.format(epoch), i + 1, total, batch_time,
                                       data_time, input.size(0), loss=losses, acc=acc))
-            if writer_dict is not None:
+            if writer is not None:
                 step = epoch * total + i + 1
-                writer_dict['train_global_steps'] = step
-                writer_dict['writer'].add_scalar('train_loss', losses.val, step)
-                writer_dict['writer'].add_scalar('train_acc', acc.val, step)
+                writer.add_scalar('train_loss', losses.val, step)
+                writer.add_scalar('train_acc', acc.val, step)
             stride = input.size(3) / output.size(3)
             save_debug_images(config, input, meta, target, pred * stride, output,
                               os.path.join(output_dir, 'debug', 'train_{}'.format(i)))
@@ -111,41 +114,19 @@ def train(config, train_loader, model, criterion, optimizer, epoch, output_dir,
     return losses.avg, acc.avg
 
 
-def predict_heatmaps(model, images, flip_pairs=None, shift_heatmap=False, precision=None):
-    """Heatmaps (float32) of a batch; with `flip_pairs` the flip test: the plain and
-    the mirrored crops go through ONE forward pass (concatenated along the batch),
-    the mirrored heatmaps are flipped back, optionally shifted one pixel right
-    (TEST.SHIFT_HEATMAP), and averaged with the plain ones."""
-    autocast = precision.autocast() if precision is not None else torch.autocast(
-        images.device.type, enabled=False)
-    if flip_pairs is None:
-        with autocast:
-            return model(images).float()
-    batch = torch.cat([images, images.flip(3)])
-    with autocast:
-        heatmaps = model(batch).float()
-    plain, mirrored = heatmaps.chunk(2)
-    mirrored = flip_back(mirrored, flip_pairs)
-    if shift_heatmap:
-        mirrored[..., 1:] = mirrored[..., :-1].clone()
-    return (plain + mirrored) * 0.5
-
-
 def _collect_predictions(config, val_loader, val_dataset, model, criterion, precision,
-                         device, output_dir):
-    """Run this rank's share of the validation set. Returns a dict of its results
-    in the order of its sampler plus summed loss/accuracy statistics."""
+                         device, output_dir, keep_heatmaps=False):
+    """Run this rank's share of the validation set. Returns a dict of its
+    results in the order of its sampler (keypoints, centers, scales, box_scores,
+    images, and heatmaps with `keep_heatmaps`) plus summed loss/accuracy."""
     flip_pairs = val_dataset.flip_pairs if config.TEST.FLIP_TEST else None
-    num = len(val_loader.sampler)
-    num_joints = config.MODEL.NUM_JOINTS
-    preds = np.zeros((num, num_joints, 3), dtype=np.float32)
-    boxes = np.zeros((num, 6), dtype=np.float32)
+    codec = HeatmapCodec.from_config(config)
+    indices = []      # dataset indices predicted (those of skipped images are not)
+    skipped = 0
+    parts = {'keypoints': [], 'centers': [], 'scales': [], 'box_scores': [], 'heatmaps': []}
     image_paths = []
     batch_time, data_time, losses, acc = (AverageMeter() for _ in range(4))
     total = len(val_loader)
-    filled = 0
-    done = []      # dataset indices predicted (those of skipped images are not)
-    skipped = 0
     end = time.time()
     with torch.no_grad():
         for i, batch in enumerate(val_loader):
@@ -154,7 +135,7 @@ def _collect_predictions(config, val_loader, val_dataset, model, criterion, prec
                 continue
             input, target, target_weight, meta = batch
             skipped += int(meta.get('skipped', 0))
-            done.extend(int(k) for k in meta['index'])
+            indices.extend(int(k) for k in meta['index'])
             data_time.update(time.time() - end)
             input = precision.prepare_input(input, device)
             output = predict_heatmaps(model, input, flip_pairs, config.TEST.SHIFT_HEATMAP,
@@ -168,18 +149,16 @@ def _collect_predictions(config, val_loader, val_dataset, model, criterion, prec
             _, avg_acc, cnt, pred = accuracy(output, target)
             acc.update(avg_acc, cnt)
 
-            center = meta['center'].numpy()
-            scale = meta['scale'].numpy()
-            coords, maxvals = get_final_preds(config, output.cpu().numpy(), center, scale)
-            rows = slice(filled, filled + n)
-            preds[rows, :, :2] = coords[..., :2]
-            preds[rows, :, 2:3] = maxvals
-            boxes[rows, 0:2] = center[:, :2]
-            boxes[rows, 2:4] = scale[:, :2]
-            boxes[rows, 4] = np.prod(scale * 200, axis=1)
-            boxes[rows, 5] = meta['score'].numpy()
+            heatmaps = output.cpu().numpy()
+            center, scale = meta['center'].numpy(), meta['scale'].numpy()
+            coords, maxvals = codec.decode(heatmaps, center, scale)
+            parts['keypoints'].append(np.concatenate([coords[..., :2], maxvals], axis=2))
+            parts['centers'].append(center)
+            parts['scales'].append(scale)
+            parts['box_scores'].append(meta['score'].numpy())
+            if keep_heatmaps:
+                parts['heatmaps'].append(heatmaps.astype(keep_heatmaps))
             image_paths.extend(meta['image'])
-            filled += n
 
             batch_time.update(time.time() - end)
             end = time.time()
@@ -192,35 +171,31 @@ def _collect_predictions(config, val_loader, val_dataset, model, criterion, prec
     if skipped:
         logger.warning('validation: %d sample(s) of unreadable images skipped on this rank '
                        '(DATASET.SKIP_BAD_IMAGES; see the warnings above)', skipped)
-    return {'indices': done, 'preds': preds[:filled], 'boxes': boxes[:filled],
-            'image': image_paths, 'stats': [losses.sum, losses.count, acc.sum, acc.count]}
+    if not keep_heatmaps:
+        del parts['heatmaps']
+    if not image_paths:   # every image of this shard was skipped
+        joints, (width, height) = config.MODEL.NUM_JOINTS, config.MODEL.EXTRA.HEATMAP_SIZE
+        empty = {'keypoints': (0, joints, 3), 'centers': (0, 2), 'scales': (0, 2),
+                 'box_scores': (0,), 'heatmaps': (0, joints, height, width)}
+        parts = {key: [np.zeros(empty[key], np.float32)] for key in parts}
+    shard = {key: np.concatenate(values) for key, values in parts.items()}
+    shard.update(indices=indices, images=image_paths,
+                 stats=[losses.sum, losses.count, acc.sum, acc.count])
+    return shard
 
 
-class NonFinitePredictionError(FloatingPointError):
-    """Predicted keypoints or boxes hold NaN or infinity."""
-
-
-def check_finite_predictions(preds, boxes, image_paths):
-    """Raise NonFinitePredictionError naming the first image whose prediction
-    (keypoints, maxvals) or box is NaN/infinite: nothing is written or scored."""
-    bad = ~(np.isfinite(preds).reshape(len(preds), -1).all(axis=1)
-            & np.isfinite(boxes).reshape(len(boxes), -1).all(axis=1))
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        raise NonFinitePredictionError(
-            '{} of {} predicted poses are not finite (NaN or infinity), the first of image '
-            '{}; nothing was written or evaluated'.format(int(bad.sum()), len(preds),
-                                                          image_paths[first]))
-
-
-def validate(config, val_loader, val_dataset, model, criterion, output_dir, tb_log_dir,
-             writer_dict=None, precision=None, epoch=None):
-    """Predict every person of `val_dataset`, evaluate on rank 0 (the metrics also
-    go to `<output_dir>/results/metrics_<set>.json`), return the dataset's
+def validate_model(config, val_loader, val_dataset, model, criterion, output_dir, writer=None,
+                   precision=None, epoch=None, heatmaps_file=None, heatmaps_dtype='float16'):
+    """Predict every person of `val_dataset`, evaluate on rank 0 with the
+    dataset's metric (the metrics also go to <output_dir>/results/metrics_<set>.json,
+    and to TensorBoard at step `epoch` when `writer` is given), return the
     performance indicator (AP for COCO) on every rank.
 
-    Under torchrun each rank predicts its shard; predictions, boxes and image
-    paths are gathered and put back in dataset order before evaluation.
+    With `heatmaps_file`, the decoded heatmaps are also saved there with the
+    boxes (core.heatmap_cache), for tools/redecode.py.
+
+    Under torchrun each rank predicts its shard; the shards are gathered and
+    put back in dataset order before evaluation.
     """
     # DDP's forward may talk to other ranks; ranks hold different numbers of
     # batches here, so the bare module is used.
@@ -230,7 +205,8 @@ def validate(config, val_loader, val_dataset, model, criterion, output_dir, tb_l
     precision = precision or Precision(config, device)
     model.eval()
     shard = _collect_predictions(config, val_loader, val_dataset, model, criterion,
-                                 precision, device, output_dir)
+                                 precision, device, output_dir,
+                                 keep_heatmaps=heatmaps_dtype if heatmaps_file else False)
     stats = all_reduce_sum(shard.pop('stats'), device).tolist()
     loss_avg = stats[0] / max(stats[1], 1)
     acc_avg = stats[2] / max(stats[3], 1)
@@ -239,9 +215,13 @@ def validate(config, val_loader, val_dataset, model, criterion, output_dir, tb_l
     if get_rank() == 0:
         merged = merge_in_dataset_order(shards, len(val_dataset),
                                         allow_missing=val_dataset.skip_bad_images)
-        check_finite_predictions(merged['preds'], merged['boxes'], merged['image'])
-        name_values, perf_indicator = val_dataset.evaluate(
-            config, merged['preds'], output_dir, merged['boxes'], merged['image'])
+        heatmaps = merged.pop('heatmaps', None)
+        predictions = PosePredictions(**merged)
+        predictions.check_finite()   # nothing non-finite is written or scored
+        if heatmaps_file:
+            from core.heatmap_cache import save_heatmaps
+            save_heatmaps(heatmaps_file, heatmaps, predictions, config)
+        name_values, perf_indicator = val_dataset.get_metric().evaluate(predictions, output_dir)
         name_values = {name: float(value) for name, value in name_values.items()}
         metrics_dir = os.path.join(output_dir, 'results')
         os.makedirs(metrics_dir, exist_ok=True)
@@ -249,15 +229,36 @@ def validate(config, val_loader, val_dataset, model, criterion, output_dir, tb_l
             {'model': get_model_name(config)[1], 'epoch': epoch, 'loss': loss_avg,
              'accuracy': acc_avg, 'metrics': name_values},
             os.path.join(metrics_dir, 'metrics_{}.json'.format(val_dataset.image_set)))
-        # the dataset's evaluate has printed the metric table
+        # the metric has printed its table
         logger.info('%s: loss %.5g, heatmap accuracy %.4f, %s %.4f',
                     get_model_name(config)[1], loss_avg, acc_avg,
                     next(iter(name_values), 'perf'), perf_indicator)
-        if writer_dict is not None:
-            step = epoch if epoch is not None else writer_dict['valid_global_steps']
-            writer = writer_dict['writer']
+        if writer is not None:
+            step = epoch if epoch is not None else 0
             writer.add_scalar('valid_loss', loss_avg, step)
             writer.add_scalar('valid_acc', acc_avg, step)
             writer.add_scalars('valid', name_values, step)
-            writer_dict['valid_global_steps'] = step + 1
     return broadcast_object(perf_indicator)
+
+
+def train(config, train_loader, model, criterion, optimizer, epoch, output_dir,
+          tb_log_dir=None, writer_dict=None, precision=None):
+    """The original's signature of `train_one_epoch`; `tb_log_dir` is not used,
+    `writer_dict` = {'writer': SummaryWriter, ...}."""
+    writer = writer_dict['writer'] if writer_dict else None
+    return train_one_epoch(config, train_loader, model, criterion, optimizer, epoch, output_dir,
+                           writer, precision)
+
+
+def validate(config, val_loader, val_dataset, model, criterion, output_dir, tb_log_dir=None,
+             writer_dict=None, precision=None, epoch=None):
+    """The original's signature of `validate_model`; `tb_log_dir` is not used.
+    With `writer_dict` = {'writer', 'valid_global_steps'} and no `epoch`, the
+    scalars go to step valid_global_steps, which is then advanced (as the original)."""
+    writer = writer_dict['writer'] if writer_dict else None
+    if writer_dict is not None and epoch is None:
+        step = writer_dict.get('valid_global_steps', 0)
+        writer_dict['valid_global_steps'] = step + 1
+        epoch = step
+    return validate_model(config, val_loader, val_dataset, model, criterion, output_dir, writer,
+                          precision, epoch)

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from torch.utils.data._utils.collate import default_collate
 
 from utils.preemption import ignore_stop_signals
-from utils.utils import derive_seed, seed_everything
+from utils.seeding import derive_seed, seed_everything
 
 
 def collate_skipping(items):

@@ -2,7 +2,7 @@
 for must fit what the model actually does."""
 import torch
 
-from core.config import ConfigError
+from utils.errors import ConfigError
 
 
 def check_model_output(cfg, model, device):
