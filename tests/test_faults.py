@@ -349,6 +349,37 @@ def test_a_resumed_epoch_gets_the_same_samples_and_augmentation(workers):
         resumed.set_epoch(2, 5)
 
 
+def test_a_second_signal_stops_at_once_in_one_line(capsys):
+    """The first SIGTERM/SIGINT is a request (the step finishes, a checkpoint is
+    saved); a second one stops at once, as does Ctrl-C during setup."""
+    from runner.launch import run_job
+    from utils.preemption import StopSignals, StoppedAtOnce
+    with StopSignals() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested and stop.name == 'SIGTERM'
+        with pytest.raises(StoppedAtOnce):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)     # the handler runs before this ends
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+    class SignalledTwice:
+        def __init__(self, args):
+            pass
+
+        def run(self):
+            raise StoppedAtOnce(signal.SIGTERM)
+
+    class CtrlCAtSetup:
+        def __init__(self, args):
+            raise KeyboardInterrupt
+
+    assert run_job(SignalledTwice, None) == 143
+    assert run_job(CtrlCAtSetup, None) == 130
+    assert capsys.readouterr().err.splitlines() == [
+        'stopped: SIGTERM: interrupted at once; files written before are kept',
+        'stopped: SIGINT: interrupted at once; files written before are kept']
+
+
 def test_sigterm_saves_mid_epoch_and_the_resumed_run_equals_an_uninterrupted_one(
         sample, reference, tmp_path):
     out_dir = str(tmp_path / 'out')
