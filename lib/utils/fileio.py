@@ -15,17 +15,11 @@ import re
 import secrets
 import sys
 
+from utils.errors import WriteError
+
 logger = logging.getLogger(__name__)
 
 TEMP_PATTERN = re.compile(r'^\..+\.[0-9a-f]{8}\.tmp$')
-
-
-class WriteError(OSError):
-    """An output file could not be written; the message names the file and the
-    operating system's error."""
-
-    def __str__(self):
-        return self.args[-1] if self.args else ''
 
 
 def temp_path_for(path):

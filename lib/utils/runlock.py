@@ -14,15 +14,13 @@ import logging
 import os
 import socket
 
+from utils.errors import RunLockError
+
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = '.run.lock'
 
 _held = {}   # real path of the folder -> open lock file of this process
-
-
-class RunLockError(RuntimeError):
-    """Another live process holds the output folder."""
 
 
 def _describe(text):
