@@ -225,9 +225,12 @@ def validate_model(config, val_loader, val_dataset, model, criterion, output_dir
         name_values = {name: float(value) for name, value in name_values.items()}
         metrics_dir = os.path.join(output_dir, 'results')
         os.makedirs(metrics_dir, exist_ok=True)
+        # json has no NaN: an undefined value (an empty set's metric) is null
+        finite = lambda v: v if math.isfinite(v) else None   # noqa: E731
         write_json_atomically(
-            {'model': get_model_name(config)[1], 'epoch': epoch, 'loss': loss_avg,
-             'accuracy': acc_avg, 'metrics': name_values},
+            {'model': get_model_name(config)[1], 'epoch': epoch, 'loss': finite(loss_avg),
+             'accuracy': finite(acc_avg),
+             'metrics': {name: finite(v) for name, v in name_values.items()}},
             os.path.join(metrics_dir, 'metrics_{}.json'.format(val_dataset.image_set)))
         # the metric has printed its table
         logger.info('%s: loss %.5g, heatmap accuracy %.4f, %s %.4f',
