@@ -22,9 +22,10 @@ from utils.runlock import RunLockError
 SETUP_ERRORS = (ConfigError, FileNotFoundError, ValueError, RunLockError, OSError)
 SETUP_ERROR_STATUS = 2
 
-# Bad data, a NaN/infinite loss or prediction, or an output file that cannot be
-# written, met while running: one line too (also in the log), exit status 1.
-RUN_ERRORS = (DataError, NonFiniteLossError, NonFinitePredictionError, WriteError)
+# Bad data, a NaN/infinite loss or prediction, or an output file or folder that
+# cannot be written (WriteError, or any other OSError, which names its file), met
+# while running: one line too (also in the log), exit status 1.
+RUN_ERRORS = (DataError, NonFiniteLossError, NonFinitePredictionError, WriteError, OSError)
 RUN_ERROR_STATUS = 1
 
 
