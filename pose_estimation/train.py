@@ -3,12 +3,17 @@
 One process uses the CPU, one GPU, or several GPUs of `--gpus` (DataParallel);
 `torchrun --nproc_per_node N pose_estimation/train.py ...` trains with
 DistributedDataParallel. Each epoch trains, validates and writes checkpoints.
+
+SIGTERM or SIGINT (Ctrl-C) stops after the current step: checkpoint.pth.tar then
+records the epoch and the batch reached, and the run exits with status 143 / 130
+and one line saying how to resume. TRAIN.RESUME true continues from it, in the
+middle of the epoch, exactly as an uninterrupted run would have gone on;
+TRAIN.SAVE_EVERY N also saves such a checkpoint every N iterations.
 """
 import logging
 import os
+import shlex
 import sys
-
-from tensorboardX import SummaryWriter
 
 import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 
@@ -22,11 +27,14 @@ from runner.launch import run_job, setup_run
 from runner.setup import get_lr_scheduler, get_optimizer, wrap_model
 from utils.checkpoint import load_pose_checkpoint, read_checkpoint, save_atomic, \
     save_checkpoint
-from utils.distributed import barrier, broadcast_object
-from utils.errors import NonFiniteLossError
+from utils.distributed import all_reduce_sum, barrier, broadcast_object
+from utils.errors import ConfigError, NonFiniteLossError
 from utils.loaders import EpochSeededLoader, build_val_loader
 from utils.modules import unwrap_model
+from utils.preemption import StopSignals, TrainingStopped
+from utils.preflight import check_model_output
 from utils.seeding import fresh_seed, seed_everything
+from utils.tensorboard import TensorBoardWriter
 
 logger = logging.getLogger('train')
 
@@ -49,12 +57,18 @@ class Trainer:
         self.model = models.build_model(cfg, is_train=True)
         self.model = wrap_model(ctx.precision.prepare_model(self.model), ctx.device,
                                 ctx.gpus, ctx.dist)
+        check_model_output(cfg, unwrap_model(self.model), ctx.device)
         self.criterion = JointsMSELoss(cfg.LOSS.USE_TARGET_WEIGHT).to(ctx.device)
         self.optimizer = get_optimizer(cfg, self.model)
         self.scheduler = get_lr_scheduler(cfg, self.optimizer)
         self.begin_epoch = cfg.TRAIN.BEGIN_EPOCH
+        self.begin_batch = 0            # > 0: resuming in the middle of begin_epoch
+        self.resumed_state = {}
         self.best_perf = float('-inf')
+        self.last_perf = float('-inf')
         self.data_seed = cfg.SEED if cfg.SEED >= 0 else None
+        self.signals = None
+        self.stop_at = None
         if cfg.TRAIN.RESUME:
             self._resume()
         if self.data_seed is None:   # one random seed, the same on every rank
@@ -65,9 +79,11 @@ class Trainer:
         self.train_loader = EpochSeededLoader(
             self.train_dataset, cfg.TRAIN.BATCH_SIZE * ctx.replicas, cfg.WORKERS,
             cfg.TRAIN.SHUFFLE, self.data_seed, ctx.dist, ctx.pin_memory)
+        if self.begin_batch:
+            self._check_mid_epoch_resume()
         self.val_loader = build_val_loader(self.val_dataset, cfg.TEST.BATCH_SIZE * ctx.replicas,
                                            cfg.WORKERS, ctx.dist, ctx.pin_memory)
-        self.writer = SummaryWriter(log_dir=ctx.tb_log_dir) if ctx.dist.is_main else None
+        self.writer = TensorBoardWriter(ctx.tb_log_dir) if ctx.dist.is_main else None
         logger.info('%d training and %d validation samples; epochs %d..%d; data seed %d',
                     len(self.train_dataset), len(self.val_dataset), self.begin_epoch,
                     cfg.TRAIN.END_EPOCH - 1, self.data_seed)
@@ -93,6 +109,9 @@ class Trainer:
         load_pose_checkpoint(unwrap_model(self.model), state['state_dict'])
         self.optimizer.load_state_dict(state['optimizer'])
         self.begin_epoch = int(state['epoch'])
+        self.begin_batch = int(state.get('batch', 0))
+        self.resumed_state = {k: state[k] for k in ('batches_per_epoch', 'batch_size',
+                                                    'world_size') if k in state}
         if 'scheduler' in state:
             self.scheduler.load_state_dict(state['scheduler'])
         else:   # an original checkpoint: rebuild the schedule's position
@@ -102,22 +121,38 @@ class Trainer:
         if 'scaler' in state:
             self.ctx.precision.scaler.load_state_dict(state['scaler'])
         self.best_perf = float(state.get('best_perf', state.get('perf', float('-inf'))))
+        self.last_perf = float(state.get('perf', self.best_perf))
         self.data_seed = state.get('data_seed', self.data_seed)
-        logger.info('resumed from %s at epoch %d (best perf %.4f)', path, self.begin_epoch,
+        logger.info('resumed from %s at epoch %d%s (best perf %.4f)', path, self.begin_epoch,
+                    ', batch {}'.format(self.begin_batch) if self.begin_batch else '',
                     self.best_perf)
+
+    def _check_mid_epoch_resume(self):
+        """A checkpoint saved in the middle of an epoch continues that epoch only
+        with the same batches: same batch size, processes and training set."""
+        now = {'batch_size': self.train_loader.batch_size * self.ctx.dist.world_size,
+               'world_size': self.ctx.dist.world_size,
+               'batches_per_epoch': self.train_loader.batches_per_epoch}
+        keys = {'batch_size': 'TRAIN.BATCH_SIZE x GPUs', 'world_size': 'the number of processes',
+                'batches_per_epoch': 'the training set (batches per epoch)'}
+        for key, value in now.items():
+            saved = self.resumed_state.get(key)
+            if saved is not None and int(saved) != value:
+                raise ConfigError(
+                    'TRAIN.RESUME: the checkpoint stopped in the middle of epoch {} (batch {}) '
+                    'with {} = {}, this run has {}; resume with the same setting'.format(
+                        self.begin_epoch, self.begin_batch, keys[key], saved, value))
 
     def _lr_at(self, epoch):
         drops = sum(epoch >= step for step in self.cfg.TRAIN.LR_STEP)
         return [self.cfg.TRAIN.LR * self.cfg.TRAIN.LR_FACTOR ** drops
                 for _ in self.optimizer.param_groups]
 
-    def _save(self, epoch, perf):
-        is_best = perf > self.best_perf
-        self.best_perf = max(self.best_perf, perf)
-        logger.info('saving checkpoint to %s (perf %.4f, best %.4f)', self.ctx.output_dir,
-                    perf, self.best_perf)
-        save_checkpoint({
-            'epoch': epoch + 1,
+    def _state(self, epoch, batch, perf):
+        """A resumable checkpoint: training goes on at batch `batch` of `epoch`."""
+        return {
+            'epoch': epoch,
+            'batch': batch,
             'model': get_model_name(self.cfg)[1],
             'state_dict': unwrap_model(self.model).state_dict(),
             'perf': perf,
@@ -126,19 +161,88 @@ class Trainer:
             'scheduler': self.scheduler.state_dict(),
             'scaler': self.ctx.precision.scaler.state_dict(),
             'data_seed': self.data_seed,
-        }, is_best, self.ctx.output_dir)
+            'batch_size': self.train_loader.batch_size * self.ctx.dist.world_size,
+            'world_size': self.ctx.dist.world_size,
+            'batches_per_epoch': self.train_loader.batches_per_epoch,
+        }
+
+    def _save(self, epoch, perf):
+        is_best = perf > self.best_perf
+        self.best_perf = max(self.best_perf, perf)
+        self.last_perf = perf
+        logger.info('saving checkpoint to %s (perf %.4f, best %.4f)', self.ctx.output_dir,
+                    perf, self.best_perf)
+        save_checkpoint(self._state(epoch + 1, 0, perf), is_best, self.ctx.output_dir)
+
+    def _save_mid_epoch(self, epoch, batch):
+        if self.ctx.dist.is_main:
+            logger.info('saving checkpoint to %s (epoch %d, batch %d of %d)', self.checkpoint_path,
+                        epoch, batch, self.train_loader.batches_per_epoch)
+            save_checkpoint(self._state(epoch, batch, self.last_perf), False,
+                            self.ctx.output_dir)
+        barrier()
+
+    def _stop_requested(self):
+        """Whether any rank got SIGTERM/SIGINT (every rank must stop at the same step)."""
+        requested = self.signals is not None and self.signals.requested
+        if self.ctx.dist.enabled:
+            requested = bool(all_reduce_sum([float(requested)], self.ctx.device)[0] > 0)
+        return requested
+
+    def _after_step(self, epoch, done):
+        """Called after each training step: stop on a signal; save every SAVE_EVERY."""
+        if self._stop_requested():
+            self.stop_at = done
+            return True
+        every = self.cfg.TRAIN.SAVE_EVERY
+        step = epoch * self.train_loader.batches_per_epoch + done
+        if every and step % every == 0 and done < self.train_loader.batches_per_epoch:
+            self._save_mid_epoch(epoch, done)
+        return False
+
+    def _stopped(self, epoch, batch):
+        """The exception that ends a run stopped by a signal (checkpoint saved)."""
+        name = self.signals.name or 'a stop signal'
+        where = ('epoch {}, batch {} of {}'.format(epoch, batch,
+                                                   self.train_loader.batches_per_epoch)
+                 if batch else 'the end of epoch {}'.format(epoch - 1))
+        command = ' '.join(shlex.quote(a) for a in [os.path.basename(sys.executable)]
+                           + sys.argv)
+        if not self.cfg.TRAIN.RESUME:
+            command += ' TRAIN.RESUME true'
+        return TrainingStopped(
+            '{}: training stopped at {}; checkpoint saved to {}; resume with: {}'.format(
+                name, where, self.checkpoint_path, command),
+            self.signals.signum)
 
     def run(self):
+        with StopSignals() as self.signals:
+            try:
+                self._run()
+            finally:
+                if self.writer is not None:
+                    self.writer.close()
+
+    def _run(self):
         cfg, ctx = self.cfg, self.ctx
         for epoch in range(self.begin_epoch, cfg.TRAIN.END_EPOCH):
-            self.train_loader.set_epoch(epoch)
-            logger.info('epoch %d, lr %.3g', epoch, self.optimizer.param_groups[0]['lr'])
+            start = self.begin_batch if epoch == self.begin_epoch else 0
+            self.train_loader.set_epoch(epoch, start)
+            logger.info('epoch %d%s, lr %.3g', epoch,
+                        ' from batch {}'.format(start) if start else '',
+                        self.optimizer.param_groups[0]['lr'])
+            self.stop_at = None
             try:
                 train_one_epoch(cfg, self.train_loader, self.model, self.criterion,
-                                self.optimizer, epoch, ctx.output_dir, self.writer, ctx.precision)
+                                self.optimizer, epoch, ctx.output_dir, self.writer, ctx.precision,
+                                start_batch=start,
+                                after_step=lambda done, e=epoch: self._after_step(e, done))
             except NonFiniteLossError as error:
                 raise NonFiniteLossError('{}; training stopped, the last checkpoint ({}) is '
                                          'kept'.format(error, self.checkpoint_path)) from None
+            if self.stop_at is not None:
+                self._save_mid_epoch(epoch, self.stop_at)
+                raise self._stopped(epoch, self.stop_at)
             self.scheduler.step()
             perf = validate_model(cfg, self.val_loader, self.val_dataset, self.model,
                                   self.criterion, ctx.output_dir, self.writer, ctx.precision,
@@ -146,11 +250,12 @@ class Trainer:
             if ctx.dist.is_main:
                 self._save(epoch, perf)
             barrier()
+            if self._stop_requested() and epoch + 1 < cfg.TRAIN.END_EPOCH:
+                raise self._stopped(epoch + 1, 0)
         if ctx.dist.is_main:
             final_path = os.path.join(ctx.output_dir, 'final_state.pth.tar')
             logger.info('saving final model state to %s', final_path)
             save_atomic(unwrap_model(self.model).state_dict(), final_path)
-            self.writer.close()
 
 
 def main(argv=None):

@@ -28,6 +28,8 @@ from utils.checkpoint import load_pose_checkpoint
 from utils.distributed import DistContext
 from utils.errors import ConfigError
 from utils.loaders import build_val_loader
+from utils.modules import unwrap_model
+from utils.preflight import check_model_output
 
 logger = logging.getLogger('valid')
 # A config key such as TEST.BATCH_SIZE, or the word opts (not a file name).
@@ -108,6 +110,7 @@ class Validator:
         # Evaluation needs no gradient sync: never DDP, DataParallel for --gpus 0,1.
         self.model = wrap_model(ctx.precision.prepare_model(model), ctx.device, ctx.gpus,
                                 DistContext())
+        check_model_output(cfg, unwrap_model(self.model), ctx.device)
         self.criterion = JointsMSELoss(cfg.LOSS.USE_TARGET_WEIGHT).to(ctx.device)
         self.val_dataset = dataset.build_dataset(cfg, cfg.DATASET.TEST_SET, False)
         if self.heatmaps_file:

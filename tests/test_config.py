@@ -24,6 +24,7 @@ def test_yaml_merges_and_coerces(tmp_path):
     path = write(tmp_path, 'MODEL:\n  NAME: pose_hsrnet\n  EXTRA:\n    SIGMA: 3\n'
                            '    NUM_LAYERS: 59\n    NUM_DECONV_LAYERS: 2\n'
                            '    NUM_DECONV_FILTERS: [256, 256]\n    NUM_DECONV_KERNELS: [4, 4]\n'
+                           '    HEATMAP_SIZE: [48, 64]\n'
                            '  IMAGE_SIZE: [192, 256]\nTRAIN:\n  LR: 1e-3\n')
     update_config(path, cfg)
     check_config(cfg)

@@ -86,6 +86,8 @@ def _build_defaults():
             SCALE_FACTOR=0.25,
             ROT_FACTOR=30.0,
             COLOR_RGB=False,  # new: the original feeds BGR pixels
+            SKIP_BAD_IMAGES=False,  # new: skip (warn, count) truncated images and images
+                                    # whose size differs from the annotation's
             # new: a COCO-format dataset with its own joints (MODEL.NUM_JOINTS):
             FLIP_PAIRS=[],    # [[left, right], ...] 0-based joint ids
             OKS_SIGMAS=[],    # one OKS constant per joint (COCOeval, OKS-NMS)
@@ -105,6 +107,7 @@ def _build_defaults():
             END_EPOCH=140,
             RESUME=False,
             CHECKPOINT='',
+            SAVE_EVERY=0,     # new: also save checkpoint.pth.tar every N iterations (0: off)
             BATCH_SIZE=32,
             SHUFFLE=True,
         ),
@@ -247,6 +250,9 @@ def update_config_from_list(opts, cfg=None):
     return cfg
 
 
+OUTPUT_STRIDE = 4   # input pixels per heatmap pixel, the same for every network here
+
+
 def check_config(cfg=None):
     """Consistency checks that no single key can make (run after all merges)."""
     cfg = config if cfg is None else cfg
@@ -267,6 +273,20 @@ def check_config(cfg=None):
         if len(size) != 2 or min(size) <= 0:
             raise ConfigError('{} must be [width, height] with positive entries, got {}'
                               .format(key, size))
+    image_size, heatmap_size = list(cfg.MODEL.IMAGE_SIZE), list(extra.HEATMAP_SIZE)
+    if [OUTPUT_STRIDE * n for n in heatmap_size] != image_size:
+        raise ConfigError('MODEL.IMAGE_SIZE {} must be {} x MODEL.EXTRA.HEATMAP_SIZE {} (the '
+                          'networks output heatmaps at 1/{} of the input size); for this '
+                          'HEATMAP_SIZE use IMAGE_SIZE {}'.format(
+                              image_size, OUTPUT_STRIDE, heatmap_size, OUTPUT_STRIDE,
+                              [OUTPUT_STRIDE * n for n in heatmap_size]))
+    for key in ('TRAIN', 'TEST'):
+        if cfg[key].BATCH_SIZE <= 0:
+            raise ConfigError('{}.BATCH_SIZE must be a positive number of images per GPU, '
+                              'got {}'.format(key, cfg[key].BATCH_SIZE))
+    if cfg.TRAIN.SAVE_EVERY < 0:
+        raise ConfigError('TRAIN.SAVE_EVERY must be 0 (off) or a number of iterations, got {}'
+                          .format(cfg.TRAIN.SAVE_EVERY))
     if cfg.AMP.DTYPE not in ('float16', 'bfloat16'):
         raise ConfigError("AMP.DTYPE must be 'float16' or 'bfloat16', got {!r}"
                           .format(cfg.AMP.DTYPE))

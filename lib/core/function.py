@@ -48,18 +48,32 @@ def _is_report_step(step, total, freq):
 
 
 def train_one_epoch(config, train_loader, model, criterion, optimizer, epoch, output_dir,
-                    writer=None, precision=None):
+                    writer=None, precision=None, start_batch=0, after_step=None):
     """Train `model` for one epoch; rank 0 reports progress every PRINT_FREQ
     iterations (log, the TensorBoard `writer` when given, DEBUG pictures).
     Returns the epoch's average loss and accuracy; raises NonFiniteLossError on
-    a NaN/inf loss."""
+    a NaN/inf loss.
+
+    `start_batch`: the epoch's batches before it were trained on already (the
+    loader skips them; a resumed run). `after_step(done)` is called after each
+    step with the number of the epoch's batches done; when it returns True the
+    epoch stops there (a stop request). Samples of images skipped under
+    DATASET.SKIP_BAD_IMAGES are counted in the epoch's summary."""
     device = _device_of(model)
     precision = precision or Precision(config, device)
     batch_time, data_time, losses, acc = (AverageMeter() for _ in range(4))
-    total = len(train_loader)
+    total = start_batch + len(train_loader)
+    skipped = 0
     model.train()
     end = time.time()
-    for i, (input, target, target_weight, meta) in enumerate(train_loader):
+    for i, batch in enumerate(train_loader, start_batch):
+        if batch is None:   # every image of the batch was skipped (SKIP_BAD_IMAGES)
+            skipped += train_loader.batch_size
+            if after_step is not None and after_step(i + 1):
+                break
+            continue
+        input, target, target_weight, meta = batch
+        skipped += int(meta.get('skipped', 0))
         data_time.update(time.time() - end)
         input = precision.prepare_input(input, device)
         target = target.to(device, non_blocking=True)
@@ -92,6 +106,11 @@ def train_one_epoch(config, train_loader, model, criterion, optimizer, epoch, ou
             stride = input.size(3) / output.size(3)
             save_debug_images(config, input, meta, target, pred * stride, output,
                               os.path.join(output_dir, 'debug', 'train_{}'.format(i)))
+        if after_step is not None and after_step(i + 1):
+            break
+    if skipped:
+        logger.warning('epoch %d: %d sample(s) of unreadable images skipped on this rank '
+                       '(DATASET.SKIP_BAD_IMAGES; see the warnings above)', epoch, skipped)
     return losses.avg, acc.avg
 
 
@@ -102,14 +121,21 @@ def _collect_predictions(config, val_loader, val_dataset, model, criterion, prec
     images, and heatmaps with `keep_heatmaps`) plus summed loss/accuracy."""
     flip_pairs = val_dataset.flip_pairs if config.TEST.FLIP_TEST else None
     codec = HeatmapCodec.from_config(config)
-    indices = list(iter(val_loader.sampler))
+    indices = []      # dataset indices predicted (those of skipped images are not)
+    skipped = 0
     parts = {'keypoints': [], 'centers': [], 'scales': [], 'box_scores': [], 'heatmaps': []}
     image_paths = []
     batch_time, data_time, losses, acc = (AverageMeter() for _ in range(4))
     total = len(val_loader)
     end = time.time()
     with torch.no_grad():
-        for i, (input, target, target_weight, meta) in enumerate(val_loader):
+        for i, batch in enumerate(val_loader):
+            if batch is None:   # every image of the batch was skipped (SKIP_BAD_IMAGES)
+                skipped += val_loader.batch_size
+                continue
+            input, target, target_weight, meta = batch
+            skipped += int(meta.get('skipped', 0))
+            indices.extend(int(k) for k in meta['index'])
             data_time.update(time.time() - end)
             input = precision.prepare_input(input, device)
             output = predict_heatmaps(model, input, flip_pairs, config.TEST.SHIFT_HEATMAP,
@@ -141,8 +167,16 @@ def _collect_predictions(config, val_loader, val_dataset, model, criterion, prec
                 stride = input.size(3) / output.size(3)
                 save_debug_images(config, input, meta, target, pred * stride, output,
                                   os.path.join(output_dir, 'debug', 'val_{}'.format(i)))
+    if skipped:
+        logger.warning('validation: %d sample(s) of unreadable images skipped on this rank '
+                       '(DATASET.SKIP_BAD_IMAGES; see the warnings above)', skipped)
     if not keep_heatmaps:
         del parts['heatmaps']
+    if not image_paths:   # every image of this shard was skipped
+        joints, (width, height) = config.MODEL.NUM_JOINTS, config.MODEL.EXTRA.HEATMAP_SIZE
+        empty = {'keypoints': (0, joints, 3), 'centers': (0, 2), 'scales': (0, 2),
+                 'box_scores': (0,), 'heatmaps': (0, joints, height, width)}
+        parts = {key: [np.zeros(empty[key], np.float32)] for key in parts}
     shard = {key: np.concatenate(values) for key, values in parts.items()}
     shard.update(indices=indices, images=image_paths,
                  stats=[losses.sum, losses.count, acc.sum, acc.count])
@@ -178,9 +212,11 @@ def validate_model(config, val_loader, val_dataset, model, criterion, output_dir
     shards = all_gather_objects(shard)
     perf_indicator = None
     if get_rank() == 0:
-        merged = merge_in_dataset_order(shards, len(val_dataset))
+        merged = merge_in_dataset_order(shards, len(val_dataset),
+                                        allow_missing=val_dataset.skip_bad_images)
         heatmaps = merged.pop('heatmaps', None)
         predictions = PosePredictions(**merged)
+        predictions.check_finite()   # nothing non-finite is written or scored
         if heatmaps_file:
             from core.heatmap_cache import save_heatmaps
             save_heatmaps(heatmaps_file, heatmaps, predictions, config)
@@ -188,9 +224,12 @@ def validate_model(config, val_loader, val_dataset, model, criterion, output_dir
         name_values = {name: float(value) for name, value in name_values.items()}
         metrics_dir = os.path.join(output_dir, 'results')
         os.makedirs(metrics_dir, exist_ok=True)
+        # json has no NaN: an undefined value (an empty set's metric) is null
+        finite = lambda v: v if math.isfinite(v) else None   # noqa: E731
         write_json_atomically(
-            {'model': get_model_name(config)[1], 'epoch': epoch, 'loss': loss_avg,
-             'accuracy': acc_avg, 'metrics': name_values},
+            {'model': get_model_name(config)[1], 'epoch': epoch, 'loss': finite(loss_avg),
+             'accuracy': finite(acc_avg),
+             'metrics': {name: finite(v) for name, v in name_values.items()}},
             os.path.join(metrics_dir, 'metrics_{}.json'.format(val_dataset.image_set)))
         # the metric has printed its table
         logger.info('%s: loss %.5g, heatmap accuracy %.4f, %s %.4f',

@@ -36,6 +36,33 @@ from utils.transforms import (PIXEL_MEAN, PIXEL_STD, PIXEL_STD_DEV,  # noqa: F40
 
 logger = logging.getLogger(__name__)
 
+# The last bytes of a complete file: JPEG's end-of-image marker, PNG's IEND chunk.
+JPEG_START, JPEG_END = b'\xff\xd8', b'\xff\xd9'
+PNG_START, PNG_END = b'\x89PNG', b'IEND\xaeB`\x82'
+TAIL_BYTES = 1024   # a JPEG's marker may be followed by a little padding
+
+
+def check_complete(path):
+    """Raise DataError when a JPEG or PNG file lacks its end marker in its last
+    TAIL_BYTES bytes: a truncated file, which the decoders fill with grey and
+    report only on stderr. Reads the head and the tail, never the whole file."""
+    with open(path, 'rb') as f:
+        head = f.read(8)
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(size - TAIL_BYTES, 0))
+        tail = f.read()
+    if head.startswith(JPEG_START):
+        kind, marker = 'JPEG', JPEG_END
+    elif head.startswith(PNG_START):
+        kind, marker = 'PNG', PNG_END
+    else:
+        return
+    if marker not in tail:
+        raise DataError('truncated or corrupt image {}: no {} end marker ({} bytes; the file '
+                        'was cut short?)'.format(path, kind, size))
+
+
 def pixels_to_tensor(crop):
     """uint8 crop (H, W, 3) -> normalised float32 tensor (3, H, W)."""
     return torch.from_numpy(normalize_pixels(crop))
@@ -108,6 +135,10 @@ class JointsDataset(Dataset):
         self.num_joints = self.keypoints.num_joints
         self.flip_pairs = [list(pair) for pair in self.keypoints.flip_pairs]
         self.read_image = ImageCache(self._decode_image)
+        # new: a truncated image, or one whose size differs from its annotation's,
+        # is skipped with a warning instead of stopping the run
+        self.skip_bad_images = cfg.DATASET.SKIP_BAD_IMAGES
+        self._warned = set()
 
     def _check_config(self, cfg):
         native = self.native_keypoints.num_joints
@@ -122,9 +153,30 @@ class JointsDataset(Dataset):
         if not os.path.isfile(path):
             raise ImageNotFoundError('image not found: {} (expected layout {})'.format(
                 path, self.image_layout))
+        check_complete(path)   # before decoding: libjpeg would fill a cut file with grey
         image = cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
         if image is None:
             raise DataError('cannot decode image {} (corrupt or not an image file)'.format(path))
+        return image
+
+    def _read_checked(self, rec):
+        """The image of `rec`, checked against the size its annotation gives
+        (rec['image_size'] = (width, height), when known). A bad image is a
+        DataError; under DATASET.SKIP_BAD_IMAGES a warning, and None."""
+        try:
+            image = self.read_image(rec['image'])
+            expected = rec.get('image_size')
+            if expected is not None and tuple(image.shape[1::-1]) != tuple(expected):
+                raise DataError('image {} is {}x{} pixels but its annotation says {}x{} '
+                                '(width x height)'.format(rec['image'], image.shape[1],
+                                                          image.shape[0], *expected))
+        except DataError as error:
+            if not self.skip_bad_images or isinstance(error, ImageNotFoundError):
+                raise
+            if rec['image'] not in self._warned:
+                self._warned.add(rec['image'])
+                logger.warning('skipped (DATASET.SKIP_BAD_IMAGES): %s', error)
+            return None
         return image
 
     def get_metric(self):
@@ -169,7 +221,9 @@ class JointsDataset(Dataset):
 
     def __getitem__(self, idx):
         rec = self.db[idx]
-        image = self.read_image(rec['image'])
+        image = self._read_checked(rec)
+        if image is None:   # skipped: the loaders' collate_skipping drops it
+            return None
         joints, joints_vis = rec['joints_3d'].copy(), rec['joints_3d_vis'].copy()
         center, scale = rec['center'].copy(), rec['scale'].copy()
         rotation, flip = 0.0, False
@@ -191,6 +245,7 @@ class JointsDataset(Dataset):
                                  joints[:, :2])
         target, target_weight = self.generate_target(joints, joints_vis)
         meta = {
+            'index': idx,
             'image': rec['image'],
             'filename': rec.get('filename', ''),
             'imgnum': rec.get('imgnum', 0),

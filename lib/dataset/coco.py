@@ -7,6 +7,7 @@ Layout under DATASET.ROOT:
 """
 import json
 import logging
+import math
 import numbers
 import os
 
@@ -14,7 +15,7 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from evaluation.coco import PERSON_CATEGORY, COCOKeypointMetric, stdout_to_log
-from utils.errors import ConfigError
+from utils.errors import ConfigError, DataError
 from utils.keypoints import COCO_KEYPOINTS
 
 from .JointsDataset import JointsDataset, box_to_center_scale
@@ -23,6 +24,16 @@ logger = logging.getLogger(__name__)
 
 DETECTION_FORMAT = ('a list of {"image_id": int, "category_id": int, '
                     '"bbox": [x, y, w, h], "score": float}')
+
+
+def _positive_box(bbox):
+    """Whether bbox is [x, y, w, h] of finite numbers with w > 0 and h > 0."""
+    try:
+        values = [float(v) for v in bbox]
+    except (TypeError, ValueError):
+        return False
+    return len(values) == 4 and all(map(math.isfinite, values)) \
+        and values[2] > 0 and values[3] > 0
 
 
 def _check_detection(i, entry, path):
@@ -115,29 +126,50 @@ class COCODataset(JointsDataset):
         return os.path.join(self.root, 'images', folder, '{:012d}.jpg'.format(index))
 
     def _load_gt_db(self):
+        self._bad_boxes = []
         db = []
         for index in self.image_set_index:
             db.extend(self._gt_records(index))
+        if self._bad_boxes:
+            ann = self._bad_boxes[0]
+            logger.warning('%s: skipped %d person annotations whose box has a width or height '
+                           '<= 0 or is not finite (the first: annotation id %s of image %s, '
+                           'bbox %s)', self.annotation_file, len(self._bad_boxes), ann.get('id'),
+                           ann.get('image_id'), ann.get('bbox'))
         return db
 
+    def _image_size(self, index):
+        """(width, height) the annotation file gives for an image, or None."""
+        info = self.coco.imgs[index]
+        if isinstance(info.get('width'), int) and isinstance(info.get('height'), int):
+            return info['width'], info['height']
+        return None
+
     def _gt_records(self, index):
-        """The clipped, non-crowd person boxes of one image that have keypoints."""
+        """The clipped, non-crowd person boxes of one image that have keypoints.
+        Boxes with a width or height <= 0 are left out (counted in _bad_boxes)."""
         info = self.coco.imgs[index]
         width, height = info['width'], info['height']
         anns = [a for a in self.coco.imgToAnns.get(index, [])
                 if a['category_id'] == PERSON_CATEGORY and not a.get('iscrowd', 0)]
+        self._check_keypoint_lengths(anns)
+        bad = [a for a in anns if not _positive_box(a.get('bbox'))]
+        if bad:
+            getattr(self, '_bad_boxes', []).extend(bad)
+            anns = [a for a in anns if _positive_box(a.get('bbox'))]
         if not anns:
             return []
         x, y, w, h = np.array([a['bbox'] for a in anns], dtype=np.float64).T
         area = np.array([a['area'] for a in anns], dtype=np.float64)
-        self._check_keypoint_lengths(anns)
         kpts = np.array([a['keypoints'] for a in anns], dtype=np.float64)
         kpts = kpts.reshape(len(anns), self.num_joints, 3)
 
         x1, y1 = np.maximum(0, x), np.maximum(0, y)
         x2 = np.minimum(width - 1, x1 + np.maximum(0, w - 1))
         y2 = np.minimum(height - 1, y1 + np.maximum(0, h - 1))
-        keep = (area > 0) & (x2 >= x1) & (y2 >= y1) & (kpts.max(axis=(1, 2)) > 0)
+        # a box clipped to a single pixel has no size to crop either
+        keep = (area > 0) & (x2 >= x1) & (y2 >= y1) & ((x2 > x1) | (y2 > y1)) \
+            & (kpts.max(axis=(1, 2)) > 0)
         boxes = np.stack([x1, y1, x2 - x1, y2 - y1], axis=1)[keep]
         centers, scales = box_to_center_scale(boxes, self.aspect_ratio)
 
@@ -148,18 +180,21 @@ class COCODataset(JointsDataset):
         vis[..., :2] = np.minimum(kpts[..., 2:], 1)
         path = self.image_path_from_index(index)
         return [{'image': path, 'center': c, 'scale': s, 'joints_3d': j, 'joints_3d_vis': v,
-                 'filename': '', 'imgnum': 0}
+                 'filename': '', 'imgnum': 0, 'image_size': (width, height)}
                 for c, s, j, v in zip(centers, scales, joints, vis)]
 
     def _check_keypoint_lengths(self, anns):
+        """DataError naming the file, the annotation and its image when its keypoints
+        are not a list of 3 x NUM_JOINTS numbers."""
         want = 3 * self.num_joints
         for a in anns:
-            got = len(a.get('keypoints') or [])
-            if got != want:
-                raise ValueError('{}: annotation {} has {} keypoint values, expected {} (3 per '
-                                 'joint, MODEL.NUM_JOINTS {})'.format(
-                                     self.annotation_file, a.get('id', '?'), got, want,
-                                     self.num_joints))
+            kpts = a.get('keypoints')
+            got = len(kpts) if isinstance(kpts, list) else 0
+            if got != want or not all(isinstance(v, numbers.Real) for v in kpts):
+                raise DataError('{}: annotation {} has {} keypoint values, expected {} (3 per '
+                                'joint, MODEL.NUM_JOINTS {}; image {})'.format(
+                                    self.annotation_file, a.get('id', '?'), got, want,
+                                    self.num_joints, a.get('image_id', '?')))
 
     def _load_detection_db(self):
         path = self.bbox_file
@@ -180,6 +215,15 @@ class COCODataset(JointsDataset):
         for i, entry in enumerate(detections):
             _check_detection(i, entry, path)
 
+        bad = [(i, d) for i, d in enumerate(detections) if not _positive_box(d['bbox'])
+               or not math.isfinite(d['score'])]
+        if bad:
+            i, first = bad[0]
+            logger.warning('%s: skipped %d detection entries with a non-finite or non-positive '
+                           'box or score (the first: entry %d, image_id %s, bbox %s, score %s)',
+                           path, len(bad), i, first['image_id'], first['bbox'], first['score'])
+            skip = {id(d) for _, d in bad}
+            detections = [d for d in detections if id(d) not in skip]
         persons = [d for d in detections if d['category_id'] == PERSON_CATEGORY]
         known = [d for d in persons if d['image_id'] in self.coco.imgs]
         if len(known) < len(persons):
@@ -201,7 +245,7 @@ class COCODataset(JointsDataset):
                     path)
         return [{'image': self.image_path_from_index(d['image_id']), 'center': c, 'scale': s,
                  'score': d['score'], 'joints_3d': joints, 'joints_3d_vis': vis,
-                 'filename': '', 'imgnum': 0}
+                 'filename': '', 'imgnum': 0, 'image_size': self._image_size(d['image_id'])}
                 for d, c, s in zip(kept, centers, scales)]
 
     # -- evaluation ------------------------------------------------------------

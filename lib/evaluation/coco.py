@@ -99,6 +99,7 @@ class COCOKeypointMetric:
         """Write <output_dir>/results/keypoints_<set>_results.json and score it.
         Returns (name_values, AP); a set without annotations (test-dev) is only
         written: ({'Null': 0}, 0)."""
+        predictions.check_finite()   # the results json never holds NaN or infinity
         results = self.results(predictions)
         res_file = self.results_file(output_dir)
         os.makedirs(os.path.dirname(res_file), exist_ok=True)

@@ -6,6 +6,8 @@ from collections import OrderedDict
 import numpy as np
 from scipy.io import loadmat, savemat
 
+from utils.fileio import write_atomically
+
 from .predictions import format_name_values
 
 logger = logging.getLogger(__name__)
@@ -75,10 +77,12 @@ class PCKhMetric:
     def evaluate(self, predictions, output_dir):
         """Saves <output_dir>/pred.mat (1-based, as the original); returns
         (name_values, Mean)."""
+        predictions.check_finite()
         preds = predictions.keypoints[:, :, :2] + 1.0  # 1-based like the .mat
         if output_dir:
             os.makedirs(output_dir, exist_ok=True)
-            savemat(os.path.join(output_dir, 'pred.mat'), mdict={'preds': preds})
+            write_atomically(os.path.join(output_dir, 'pred.mat'),
+                             lambda f: savemat(f, mdict={'preds': preds}))
         if 'test' in self.image_set:
             return {'Null': 0.0}, 0.0
 

@@ -4,6 +4,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from utils.errors import NonFinitePredictionError
 from utils.transforms import PIXEL_STD
 
 
@@ -40,6 +41,21 @@ class PosePredictions:
 
     def __len__(self):
         return len(self.keypoints)
+
+    def check_finite(self):
+        """Raise NonFinitePredictionError naming the first image whose keypoints,
+        maxvals, box or score hold NaN or infinity (before anything is written or
+        scored)."""
+        n = len(self)
+        finite = np.ones(n, dtype=bool)
+        for values in (self.keypoints, self.centers, self.scales, self.box_scores, self.areas):
+            finite &= np.isfinite(values.reshape(n, -1)).all(axis=1)
+        if not finite.all():
+            first = int(np.flatnonzero(~finite)[0])
+            raise NonFinitePredictionError(
+                '{} of {} predicted poses are not finite (NaN or infinity), the first of image '
+                '{}; nothing was written or evaluated'.format(
+                    int((~finite).sum()), n, self.images[first] if self.images else first))
 
     @classmethod
     def from_columns(cls, preds, all_boxes, img_path):

@@ -1,23 +1,31 @@
 """How train.py and valid.py run: one-line errors and exit statuses for bad setup
 and bad data, and the run context (ranks, device, logging, precision)."""
 import logging
+import signal
 import sys
 from dataclasses import dataclass
 
 import torch
 
 from runner.setup import configure_backends, create_logger, select_device
+from utils import runlock
 from utils.distributed import DistContext, init_distributed, shutdown_distributed
-from utils.errors import ConfigError, DataError, NonFiniteLossError
+from utils.errors import ConfigError, DataError, NonFiniteLossError, NonFinitePredictionError
+from utils.fileio import WriteError
 from utils.precision import Precision
+from utils.preemption import TrainingStopped, exit_status
+from utils.runlock import RunLockError
 
-# Errors that mean "the run is set up wrongly" (ConfigError is a ValueError): the
+# Errors that mean "the run is set up wrongly" (ConfigError is a ValueError), or
+# cannot start (the output folder is in use, cannot be created or written): the
 # scripts print them as one line and exit with status 2.
-SETUP_ERRORS = (ConfigError, FileNotFoundError, ValueError)
+SETUP_ERRORS = (ConfigError, FileNotFoundError, ValueError, RunLockError, OSError)
 SETUP_ERROR_STATUS = 2
 
-# Bad data or a NaN/infinite loss met while running: one line too, exit status 1.
-RUN_ERRORS = (DataError, NonFiniteLossError)
+# Bad data, a NaN/infinite loss or prediction, or an output file or folder that
+# cannot be written (WriteError, or any other OSError, which names its file), met
+# while running: one line too (also in the log), exit status 1.
+RUN_ERRORS = (DataError, NonFiniteLossError, NonFinitePredictionError, WriteError, OSError)
 RUN_ERROR_STATUS = 1
 
 
@@ -38,8 +46,10 @@ def report_error(error, status):
 
 def run_job(job_class, args):
     """Build `job_class(args)` (setup errors: one line, status 2), call its run()
-    (RUN_ERRORS: logged, one line, status 1), and always leave torchrun's process
-    group. Returns the exit status."""
+    (RUN_ERRORS: logged, one line, status 1; stopped by SIGTERM/SIGINT after
+    saving: one line, status 143/130; interrupted at once: one line, status 130),
+    and always leave torchrun's process group. Returns the exit status."""
+    log = logging.getLogger(__name__)
     try:
         try:
             job = job_class(args)
@@ -48,10 +58,22 @@ def run_job(job_class, args):
         try:
             job.run()
         except RUN_ERRORS as error:
-            logging.getLogger(__name__).error('stopped: %s', error_message(error))
+            log.error('stopped: %s', error_message(error))
             return report_error(error, RUN_ERROR_STATUS)
+        except TrainingStopped as stopped:
+            log.warning('%s', stopped)
+            print('stopped: {}'.format(stopped), file=sys.stderr)
+            return stopped.status
+    except KeyboardInterrupt as interrupt:
+        signum = getattr(interrupt, 'signum', signal.SIGINT)
+        message = '{}: interrupted at once; files written before are kept'.format(
+            signal.Signals(signum).name)
+        log.warning(message)
+        print('stopped: {}'.format(message), file=sys.stderr)
+        return exit_status(signum)
     finally:
         shutdown_distributed()
+        runlock.release()
     return 0
 
 

@@ -8,7 +8,9 @@ import time
 import torch
 
 from core.config import dump_config, get_model_name
+from utils import runlock
 from utils.errors import ConfigError
+from utils.fileio import ReportingFileHandler, remove_stale_temp_files, write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +41,9 @@ def create_logger(cfg, cfg_file, phase='train', rank=0):
     checkpoints, and keep a copy of the merged config there.
 
     Only rank 0 writes files and logs at INFO; other ranks report warnings only.
-    The TensorBoard folder is made for the 'train' phase only.
+    The TensorBoard folder is made for the 'train' phase only. Rank 0 locks the
+    output folder (utils.runlock: one run per folder) before writing in it, and
+    removes the temporary files an interrupted save left there.
     Returns (logger, final_output_dir, tb_log_dir).
     """
     final_output_dir, tb_log_dir, time_str = output_dirs(cfg, cfg_file)
@@ -49,14 +53,19 @@ def create_logger(cfg, cfg_file, phase='train', rank=0):
                             format='[rank {}] {}'.format(rank, LOG_FORMAT))
         return logging.getLogger(), final_output_dir, tb_log_dir
     os.makedirs(final_output_dir, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=True, handlers=[console])
+    runlock.acquire(final_output_dir, phase)
     if phase == 'train':     # only training writes TensorBoard scalars
         os.makedirs(tb_log_dir, exist_ok=True)
     cfg_stem = os.path.basename(final_output_dir)
     log_file = os.path.join(final_output_dir, '{}_{}_{}.log'.format(cfg_stem, time_str, phase))
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=True,
-                        handlers=[logging.FileHandler(log_file), console])
-    with open(os.path.join(final_output_dir, '{}_config.yaml'.format(phase)), 'w') as f:
-        f.write(dump_config(cfg))
+    file_handler = ReportingFileHandler(log_file)
+    file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.getLogger().addHandler(file_handler)
+    remove_stale_temp_files(final_output_dir)
+    config_text = dump_config(cfg).encode('utf-8')
+    write_atomically(os.path.join(final_output_dir, '{}_config.yaml'.format(phase)),
+                     lambda f: f.write(config_text))
     return logging.getLogger(), final_output_dir, tb_log_dir
 
 

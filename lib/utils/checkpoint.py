@@ -7,12 +7,13 @@ a crash while saving leaves the previous file intact, never a truncated one.
 import logging
 import os
 import pickle
-import secrets
 from collections.abc import Mapping
 
 import numpy as np
 import torch
 from torch import nn
+
+from utils.fileio import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -132,36 +133,9 @@ def load_pose_checkpoint(model, path_or_state):
 
 def save_atomic(obj, path):
     """torch.save `obj` to `path` through a temporary file in the same directory,
-    so that `path` is always either the old file or the complete new one."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp_path = os.path.join(directory, '.{}.{}.tmp'.format(os.path.basename(path),
-                                                           secrets.token_hex(4)))
-    try:
-        with open(tmp_path, 'xb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory):
-    """Make the rename itself durable (not possible on every platform)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    so that `path` is always either the old file or the complete new one. A failed
+    write (disk full, ...) is a WriteError naming the file and the OS error."""
+    write_atomically(path, lambda f: torch.save(obj, f))
 
 
 def save_checkpoint(states, is_best, output_dir, filename='checkpoint.pth.tar'):

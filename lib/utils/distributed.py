@@ -91,24 +91,25 @@ def all_reduce_sum(values, device):
     return tensor.cpu()
 
 
-def merge_in_dataset_order(shards, num_items):
+def merge_in_dataset_order(shards, num_items, allow_missing=False):
     """Put per-rank results back in dataset order.
 
     `shards` is the list gathered from all ranks, each a dict with 'indices' (the
     dataset indices that rank processed, in order) and arrays or lists whose first
     dimension matches. Every index 0..num_items-1 must appear; an index seen twice
     (a sampler that pads) keeps its first occurrence, so the result is what one
-    process would have produced.
+    process would have produced. With `allow_missing`, items no rank returned
+    (skipped) are left out instead.
     """
     indices = [i for shard in shards for i in shard['indices']]
     order = {}
     for position, index in enumerate(indices):
         order.setdefault(int(index), position)
     missing = sorted(set(range(num_items)) - set(order))
-    if missing:
+    if missing and not allow_missing:
         raise ValueError('merge_in_dataset_order: no result for dataset items {}'
                          .format(missing[:10]))
-    take = [order[i] for i in range(num_items)]
+    take = [order[i] for i in range(num_items) if i in order]
     merged = {}
     for key in shards[0]:
         if key == 'indices':

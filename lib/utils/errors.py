@@ -2,7 +2,8 @@
 
 The scripts turn them into one line on stderr: setup errors (ConfigError and
 missing files) exit with status 2, errors met while running (DataError,
-NonFiniteLossError) with status 1.
+NonFiniteLossError, NonFinitePredictionError, WriteError) with status 1; a
+RunLockError (the output folder is in use) with status 2.
 """
 
 
@@ -27,3 +28,20 @@ class HeatmapCacheError(DataError):
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite."""
+
+
+class NonFinitePredictionError(FloatingPointError):
+    """Predicted keypoints or boxes hold NaN or infinity: nothing is written or
+    scored."""
+
+
+class WriteError(OSError):
+    """An output file could not be written (utils.fileio); the message names the
+    file and the operating system's error."""
+
+    def __str__(self):
+        return self.args[-1] if self.args else ''
+
+
+class RunLockError(RuntimeError):
+    """Another live process holds the output folder (utils.runlock)."""

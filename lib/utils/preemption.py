@@ -1,0 +1,81 @@
+"""Stopping training cleanly on SIGTERM (a cluster preempting the job) or SIGINT
+(Ctrl-C).
+
+While `StopSignals` is active, the first SIGTERM or SIGINT only records a
+request; the training loop finishes its current step, saves a resumable
+checkpoint and raises `TrainingStopped`, which the scripts report as one line
+(how to resume) with exit status 128 + signal number: 143 for SIGTERM, 130 for
+SIGINT. A second signal stops at once (KeyboardInterrupt), keeping the last
+checkpoint. DataLoader workers ignore both signals (`ignore_stop_signals`): the
+main process ends them.
+"""
+import logging
+import signal
+import threading
+
+logger = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def exit_status(signum):
+    return 128 + int(signum)
+
+
+class TrainingStopped(Exception):
+    """Training stopped on a signal after saving a resumable checkpoint."""
+
+    def __init__(self, message, signum):
+        super().__init__(message)
+        self.signum = signum
+        self.status = exit_status(signum)
+
+
+class StoppedAtOnce(KeyboardInterrupt):
+    """A second stop signal: the run ends without saving (status 128 + signum)."""
+
+    def __init__(self, signum):
+        super().__init__('{} received twice'.format(signal.Signals(signum).name))
+        self.signum = signum
+
+
+class StopSignals:
+    """Context manager: SIGTERM/SIGINT set `requested` instead of ending the process."""
+
+    def __init__(self, signals=STOP_SIGNALS):
+        self.signals = signals
+        self.signum = None
+        self._previous = {}
+
+    @property
+    def requested(self):
+        return self.signum is not None
+
+    @property
+    def name(self):
+        return signal.Signals(self.signum).name if self.signum is not None else ''
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:   # the second signal: stop now
+            raise StoppedAtOnce(signum)
+        self.signum = signum
+        logger.warning('%s received: finishing the current step, then saving a checkpoint '
+                       '(send it again to stop at once)', signal.Signals(signum).name)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.signals:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+        return False
+
+
+def ignore_stop_signals(worker_id=None):
+    """DataLoader worker_init_fn: leave SIGTERM/SIGINT to the main process."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
