@@ -1,6 +1,8 @@
 """Unit tests of the training machinery: loss, accuracy, optimizer and schedule,
 seeded loaders, gathering across ranks, precision, progress line, debug images."""
 import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
+from conftest import ROOT
 from core.config import ConfigError, get_default_config
 from core.evaluate import accuracy
 from core.loss import JointsMSELoss
@@ -205,13 +208,47 @@ def test_merge_in_dataset_order_drops_padding_duplicates():
 def test_fp16_on_cpu_becomes_bf16():
     cfg = get_default_config()
     cfg.AMP.ENABLED, cfg.AMP.DTYPE, cfg.CHANNELS_LAST = True, 'float16', True
-    precision = Precision(cfg, torch.device('cpu'))
+    precision = Precision(cfg, torch.device('cpu'),
+                          features={'capability': 'AVX512', 'native_bf16': True})
     assert precision.dtype == torch.bfloat16 and not precision.scaler.is_enabled()
     with precision.autocast():
         out = torch.nn.Linear(4, 4)(torch.ones(2, 4))
     assert out.dtype == torch.bfloat16
     images = precision.prepare_input(torch.ones(1, 3, 4, 4), torch.device('cpu'))
     assert images.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_bf16_is_never_chosen_on_a_cpu_without_native_bf16(caplog):
+    cfg = get_default_config()
+    cfg.AMP.ENABLED, cfg.AMP.DTYPE = True, 'bfloat16'
+    with caplog.at_level('WARNING', logger='utils.precision'):
+        precision = Precision(cfg, torch.device('cpu'),
+                              features={'capability': 'AVX2', 'native_bf16': False})
+    assert not precision.enabled and 'no native bfloat16' in caplog.text
+    with precision.autocast():
+        out = torch.nn.Linear(4, 4)(torch.ones(2, 4))
+    assert out.dtype == torch.float32 and precision.describe().startswith('float32')
+
+
+@pytest.mark.parametrize('capability,channels_last', [('AVX512', True), ('AVX2', False),
+                                                      ('DEFAULT', False)])
+def test_cpu_auto_chooses_the_memory_format_from_the_cpu(capability, channels_last):
+    cfg = get_default_config()
+    cfg.CPU_AUTO, cfg.CHANNELS_LAST = True, not channels_last
+    precision = Precision(cfg, torch.device('cpu'),
+                          features={'capability': capability, 'native_bf16': False})
+    expected = torch.channels_last if channels_last else torch.contiguous_format
+    assert precision.memory_format == expected
+
+
+def test_cpu_features_follow_the_emulation_variables():
+    script = ('import torch, sys; sys.path.insert(0, {!r}); from utils.precision import '
+              'cpu_features; f = cpu_features(); print(f["capability"], f["native_bf16"])'
+              ).format(os.path.join(ROOT, 'lib'))
+    env = dict(os.environ, ATEN_CPU_CAPABILITY='avx2', ONEDNN_MAX_CPU_ISA='AVX2')
+    out = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True,
+                         text=True, timeout=60, check=True).stdout.split()
+    assert out in (['AVX2', 'False'], ['DEFAULT', 'False'])
 
 
 def test_progress_line_reports_speed_and_eta():
