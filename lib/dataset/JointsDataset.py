@@ -89,6 +89,52 @@ def pixels_to_tensor(crop):
     return torch.from_numpy(pixels)
 
 
+REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                 8: cv2.IMREAD_REDUCED_COLOR_8}
+_SOF_MARKERS = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def jpeg_width(path):
+    """Width in pixels from a JPEG file's frame header, or None when the file is
+    not a JPEG one can read that way (a reduced decode does not tell the full width,
+    which the flip needs)."""
+    try:
+        with open(path, 'rb') as f:
+            data = f.read(1 << 16)
+    except OSError:
+        return None
+    if data[:2] != b'\xff\xd8':
+        return None
+    pos = 2
+    while pos + 9 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        length = int.from_bytes(data[pos + 2:pos + 4], 'big')
+        if marker in _SOF_MARKERS:
+            return int.from_bytes(data[pos + 7:pos + 9], 'big')
+        pos += 2 + length
+    return None
+
+
+class ReducedImage(tuple):
+    """(image decoded at reduced size, full width); `nbytes` for the cache."""
+
+    def __new__(cls, image, width):
+        return super().__new__(cls, (image, width))
+
+    @property
+    def nbytes(self):
+        return self[0].nbytes
+
+    @property
+    def flags(self):
+        return self[0].flags
+
+
 class ImageCache:
     """A small per-process LRU of decoded images, bounded in bytes.
 
@@ -147,6 +193,7 @@ class JointsDataset(Dataset):
         self.sigma = cfg.MODEL.EXTRA.SIGMA
         self.db = []
         self._check_config(cfg)
+        self.reduced_decode = bool(cfg.DATASET.get('REDUCED_DECODE', False))
         self.read_image = ImageCache(self._decode_image)
 
     def _check_config(self, cfg):
@@ -161,6 +208,19 @@ class JointsDataset(Dataset):
                               "supported, got {!r}".format(self.data_format))
 
     def _decode_image(self, path):
+        if isinstance(path, tuple):   # (path, factor): DATASET.REDUCED_DECODE
+            path, factor = path
+            width = jpeg_width(path)
+            image = self._decode_image(path) if width is None else cv2.imread(
+                path, REDUCED_FLAGS[factor] | cv2.IMREAD_IGNORE_ORIENTATION)
+            if image is None:
+                raise DataError('cannot decode image {} (corrupt or not an image file)'
+                                .format(path))
+            if width is None:   # not a JPEG: decoded at full size, shrunk here
+                width = image.shape[1]
+                image = cv2.resize(image, None, fx=1 / factor, fy=1 / factor,
+                                   interpolation=cv2.INTER_AREA)
+            return ReducedImage(image, width)
         if not os.path.isfile(path):
             raise ImageNotFoundError('image not found: {} (expected layout {})'.format(
                 path, self.image_layout))
@@ -189,15 +249,48 @@ class JointsDataset(Dataset):
         return float(scale), float(rotation), flip
 
     def __getitem__(self, idx):
+        """The public item (input, target, target_weight, meta): the crop normalised
+        and its Gaussian targets, per sample with numpy (the scripts instead batch
+        `load_sample` items and do that work on the device, see dataset.batching)."""
+        sample = self.load_sample(idx)
+        crop = sample.pop('crop')
+        if self.color_rgb:
+            crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+        input = pixels_to_tensor(crop)
+        if self.transform is not None:
+            input = self.transform(input)
+        target, target_weight = self.generate_target(sample['joints'], sample['joints_vis'])
+        return input, torch.from_numpy(target), torch.from_numpy(target_weight), sample
+
+    def _decode_factor(self, scale):
+        """1, 2, 4 or 8: how much smaller the JPEG may be decoded (DATASET.REDUCED_DECODE)
+        so that the crop still shrinks it (the crop's zoom is output width / box width)."""
+        if not self.reduced_decode:
+            return 1
+        shrink = float(scale[0]) * PIXEL_STD / float(self.image_size[0])
+        factor = 1
+        while factor < 8 and shrink >= 2 * factor:
+            factor *= 2
+        return factor
+
+    def load_sample(self, idx):
+        """The worker's share of an item: decode, augment and crop. A dict with
+        'crop' uint8 (H, W, 3) in the decoder's BGR order, and the meta fields
+        'joints' (J, 3) in crop pixels, 'joints_vis', 'center', 'scale',
+        'rotation', 'score', 'image', 'filename', 'imgnum'."""
         rec = self.db[idx]
-        image = self.read_image(rec['image'])
         joints, joints_vis = rec['joints_3d'].copy(), rec['joints_3d_vis'].copy()
         center, scale = rec['center'].copy(), rec['scale'].copy()
         rotation, flip = 0.0, False
         if self.is_train:
             scale_mult, rotation, flip = self._augmentation()
             scale = scale * scale_mult
-        image_width = image.shape[1]
+        factor = self._decode_factor(scale)
+        if factor == 1:
+            image = self.read_image(rec['image'])
+            image_width = image.shape[1]
+        else:
+            image, image_width = self.read_image((rec['image'], factor))
         if flip:
             joints, joints_vis = fliplr_joints(joints, joints_vis, image_width, self.flip_pairs)
             center[0] = image_width - center[0] - 1
@@ -207,19 +300,18 @@ class JointsDataset(Dataset):
         # of mirroring the whole image first.
         warp = trans @ np.array([[-1.0, 0.0, image_width - 1], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) \
             if flip else trans
+        if factor > 1:
+            # reduced pixel i covers full pixels factor*i .. factor*i + factor - 1
+            warp = np.concatenate([warp[:, :2] * factor,
+                                   warp[:, :2] @ [[(factor - 1) / 2], [(factor - 1) / 2]]
+                                   + warp[:, 2:]], axis=1)
         crop = cv2.warpAffine(image, warp, (int(self.image_size[0]), int(self.image_size[1])),
                               flags=cv2.INTER_LINEAR)
-        if self.color_rgb:
-            crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
-        input = pixels_to_tensor(crop)
-        if self.transform is not None:
-            input = self.transform(input)
-
         visible = joints_vis[:, :1] > 0.0
         joints[:, :2] = np.where(visible, affine_transform_points(joints[:, :2], trans),
                                  joints[:, :2])
-        target, target_weight = self.generate_target(joints, joints_vis)
-        meta = {
+        return {
+            'crop': crop,
             'image': rec['image'],
             'filename': rec.get('filename', ''),
             'imgnum': rec.get('imgnum', 0),
@@ -230,7 +322,6 @@ class JointsDataset(Dataset):
             'rotation': rotation,
             'score': float(rec.get('score', 1.0)),
         }
-        return input, torch.from_numpy(target), torch.from_numpy(target_weight), meta
 
     def generate_target(self, joints, joints_vis):
         """Gaussian heatmaps (J, H, W) float32 peaking at 1 on each visible joint,

@@ -1,0 +1,165 @@
+"""The scripts' fast data path (dataset.batching): uint8 crops from the workers,
+normalisation and Gaussian targets of the whole batch on the device, equal to the
+public item; the opt-in decode savings (reduced-size JPEG decode, image-grouped
+training order)."""
+import os
+import subprocess
+import sys
+import types
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from conftest import ROOT, coco_config
+from dataset import build_dataset
+from dataset.JointsDataset import JointsDataset, jpeg_width
+from dataset.batching import DeviceBatcher, SampleView, collate_samples, encode_heatmaps
+from utils.distributed import DistContext
+from utils.loaders import EpochSeededLoader
+from utils.transforms import get_affine_transform
+
+
+@pytest.fixture(scope='module')
+def sample(tmp_path_factory):
+    root = tmp_path_factory.mktemp('sample')
+    subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'make_sample_data.py'),
+                    '--out', str(root), '--seed', '2', '--train-images', '5',
+                    '--val-images', '2'], check=True, capture_output=True, timeout=120)
+    return str(root)
+
+
+def numpy_encoder(image_size, heatmap_size, sigma):
+    """JointsDataset.generate_target (the per-sample numpy encoder) unbound."""
+    fake = types.SimpleNamespace(image_size=np.array(image_size),
+                                 heatmap_size=np.array(heatmap_size), sigma=sigma)
+    return lambda joints, vis: JointsDataset.generate_target(fake, joints, vis)
+
+
+@pytest.mark.parametrize('image_size,heatmap_size,sigma', [
+    ((192, 256), (48, 64), 2), ((96, 128), (24, 32), 2), ((288, 384), (72, 96), 3),
+    ((48, 64), (12, 16), 1.5)])
+def test_batch_encoder_equals_the_numpy_encoder(image_size, heatmap_size, sigma):
+    rng = np.random.default_rng(7)
+    n, j = 24, 17
+    w, h = image_size
+    joints = np.zeros((n, j, 3))
+    # all over the crop and well beyond, plus the cases right at the heatmap border
+    joints[..., 0] = rng.uniform(-0.4 * w, 1.4 * w, (n, j))
+    joints[..., 1] = rng.uniform(-0.4 * h, 1.4 * h, (n, j))
+    stride = np.array(image_size) / np.array(heatmap_size)
+    radius = sigma * 3
+    edges = np.array([[-radius - 1, 5], [-radius - 1.01, 5], [-radius - 0.99, 5],
+                      [heatmap_size[0] + radius - 1, 5], [heatmap_size[0] + radius, 5],
+                      [5, heatmap_size[1] + radius], [5, heatmap_size[1] + radius - 0.51],
+                      [-0.5, -0.5], [-0.49, -0.51], [heatmap_size[0] - 0.5, 3]])
+    joints[0, :len(edges), :2] = edges * stride
+    joints[1, :len(edges), :2] = (edges + rng.uniform(-0.6, 0.6, edges.shape)) * stride
+    vis = np.repeat(rng.integers(0, 2, (n, j, 1)), 3, axis=2).astype(np.float64)
+    vis[:2] = 1
+    target, weight = encode_heatmaps(torch.from_numpy(joints), torch.from_numpy(vis),
+                                     image_size, heatmap_size, sigma)
+    encode = numpy_encoder(image_size, heatmap_size, sigma)
+    assert target.dtype == weight.dtype == torch.float32
+    for i in range(n):
+        ref_target, ref_weight = encode(joints[i], vis[i])
+        np.testing.assert_allclose(target[i].numpy(), ref_target, rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(weight[i].numpy(), ref_weight)
+    assert 0 < weight[0, :len(edges)].sum() < len(edges)   # border cases on both sides
+
+
+def loader_batches(ds, fast, batch_size=4, seed=5):
+    """Two epochs of batches of the public item or of the fast path, same seed."""
+    view = SampleView(ds) if fast else ds
+    loader = EpochSeededLoader(view, batch_size, 0, True, seed, DistContext(), False)
+    if fast:
+        loader.loader.collate_fn = collate_samples
+    batches = []
+    for epoch in range(2):
+        loader.set_epoch(epoch)
+        batches += list(loader)
+    return batches
+
+
+@pytest.mark.parametrize('color_rgb', ['false', 'true'])
+def test_device_batches_equal_the_public_items(sample, color_rgb):
+    cfg = coco_config(sample, 'DATASET.COLOR_RGB', color_rgb, 'MODEL.IMAGE_SIZE', '[96, 128]',
+                      'MODEL.EXTRA.HEATMAP_SIZE', '[24, 32]')
+    ds = build_dataset(cfg, 'train2017', True)
+    batcher = DeviceBatcher(cfg, torch.device('cpu'))
+    plain, fast = loader_batches(ds, False), loader_batches(ds, True)
+    assert len(plain) == len(fast) > 2
+    for (input, target, weight, meta), raw in zip(plain, fast):
+        assert raw[0].dtype == torch.uint8 and raw[0].shape[1:] == (128, 96, 3)
+        f_input, f_target, f_weight, f_meta = batcher(raw)
+        assert torch.equal(f_input, input)                # bit for bit
+        torch.testing.assert_close(f_target, target, rtol=0, atol=1e-6)
+        assert torch.equal(f_weight, weight)
+        assert f_meta.keys() == meta.keys()
+        for key in ('joints', 'joints_vis', 'center', 'scale', 'rotation', 'score'):
+            assert torch.equal(f_meta[key], meta[key]), key
+        assert f_meta['image'] == meta['image']
+
+
+def test_workers_send_four_times_fewer_bytes(sample):
+    cfg = coco_config(sample)
+    ds = build_dataset(cfg, 'val2017', False)
+    input, target, weight, _ = ds[0]
+    crop = ds.load_sample(0)['crop']
+    old = input.nbytes + target.nbytes + weight.nbytes
+    assert old >= 5 * crop.nbytes
+
+
+def test_channels_last_input_has_the_same_values(sample):
+    cfg = coco_config(sample)
+    ds = build_dataset(cfg, 'val2017', False)
+    raw = collate_samples([ds.load_sample(i) for i in range(3)])
+    plain = DeviceBatcher(cfg, torch.device('cpu'), targets=False)(raw)[0]
+    last = DeviceBatcher(cfg, torch.device('cpu'), torch.channels_last, targets=False)(raw)[0]
+    assert last.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(plain, last)
+
+
+def test_jpeg_width_reads_the_frame_header(tmp_path):
+    image = np.zeros((37, 53, 3), np.uint8)
+    path = str(tmp_path / 'a.jpg')
+    cv2.imwrite(path, image)
+    assert jpeg_width(path) == 53
+    cv2.imwrite(str(tmp_path / 'a.png'), image)
+    assert jpeg_width(str(tmp_path / 'a.png')) is None
+    assert jpeg_width(str(tmp_path / 'missing.jpg')) is None
+
+
+def test_reduced_decode_gives_close_crops_and_the_same_joints(sample):
+    """The reduced decode's crop is the crop of the image shrunk by the factor (up to
+    the JPEG's DCT scaling: under 1.5 grey levels); the full-size decode differs from
+    both by the aliasing of bilinear sampling, which is why this is opt-in."""
+    opts = ['MODEL.IMAGE_SIZE', '[48, 64]', 'MODEL.EXTRA.HEATMAP_SIZE', '[12, 16]']
+    full = build_dataset(coco_config(sample, *opts), 'train2017', True)
+    reduced = build_dataset(coco_config(sample, *opts, 'DATASET.REDUCED_DECODE', 'true'),
+                            'train2017', True)
+    factors = []
+    for i in range(len(full)):
+        np.random.seed(i)
+        a = full.load_sample(i)
+        np.random.seed(i)
+        b = reduced.load_sample(i)
+        np.testing.assert_array_equal(a['joints'], b['joints'])
+        f = reduced._decode_factor(b['scale'])
+        factors.append(f)
+        if f == 1:
+            assert np.array_equal(a['crop'], b['crop'])
+            continue
+        rec = full.db[i]
+        image = cv2.imread(rec['image'])
+        if b['rotation'] == 0 and a['center'][0] == rec['center'][0]:   # not flipped
+            trans = get_affine_transform(b['center'], b['scale'], 0, (48, 64))
+            small = cv2.resize(image, None, fx=1 / f, fy=1 / f, interpolation=cv2.INTER_AREA)
+            warp = np.concatenate([trans[:, :2] * f, trans[:, :2] @ np.full((2, 1), (f - 1) / 2)
+                                   + trans[:, 2:]], axis=1)
+            ref = cv2.warpAffine(small, warp, (48, 64), flags=cv2.INTER_LINEAR)
+            assert np.abs(ref.astype(float) - b['crop']).mean() < 1.5
+        assert np.abs(a['crop'].astype(float) - b['crop']).mean() < 10
+    assert max(factors) >= 2
