@@ -8,12 +8,14 @@ import logging
 import os
 import sys
 
+import torch
 from tensorboardX import SummaryWriter
 
 import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 
 import dataset
 import models
+from dataset.batching import DeviceBatcher
 from core.config import get_model_name
 from core.function import NonFiniteLossError, train, validate
 from core.loss import JointsMSELoss
@@ -22,7 +24,7 @@ from utils.checkpoint import load_pose_checkpoint, read_checkpoint, save_atomic,
 from utils.distributed import barrier, broadcast_object
 from utils.launch import COMMON_FLAGS, add_opts, base_parser, load_config, run_job, \
     setup_run
-from utils.loaders import EpochSeededLoader, build_val_loader
+from utils.loaders import EpochSeededLoader, build_val_loader, loader_options
 from utils.utils import fresh_seed, get_lr_scheduler, get_optimizer, seed_everything, \
     unwrap_model, wrap_model
 
@@ -60,11 +62,16 @@ class Trainer:
 
         self.train_dataset = dataset.build_dataset(cfg, cfg.DATASET.TRAIN_SET, True)
         self.val_dataset = dataset.build_dataset(cfg, cfg.DATASET.TEST_SET, False)
+        # the fast path: uint8 crops from the workers, the rest on the device
+        options = loader_options(cfg, ctx.device)
         self.train_loader = EpochSeededLoader(
             self.train_dataset, cfg.TRAIN.BATCH_SIZE * ctx.replicas, cfg.WORKERS,
-            cfg.TRAIN.SHUFFLE, self.data_seed, ctx.dist, ctx.pin_memory)
-        self.val_loader = build_val_loader(self.val_dataset, cfg.TEST.BATCH_SIZE * ctx.replicas,
-                                           cfg.WORKERS, ctx.dist, ctx.pin_memory)
+            cfg.TRAIN.SHUFFLE, self.data_seed, ctx.dist,
+            batcher=DeviceBatcher(cfg, ctx.device, ctx.precision.memory_format),
+            group_by_image=cfg.DATASET.GROUP_BY_IMAGE, **options)
+        self.val_loader = build_val_loader(
+            self.val_dataset, cfg.TEST.BATCH_SIZE * ctx.replicas, cfg.WORKERS, ctx.dist,
+            batcher=DeviceBatcher(cfg, ctx.device, ctx.precision.memory_format), **options)
         self.writer_dict = None
         if ctx.dist.is_main:
             self.writer_dict = {'writer': SummaryWriter(log_dir=ctx.tb_log_dir),
@@ -112,7 +119,18 @@ class Trainer:
         return [self.cfg.TRAIN.LR * self.cfg.TRAIN.LR_FACTOR ** drops
                 for _ in self.optimizer.param_groups]
 
+    def _check_weights(self, epoch):
+        """Never write a checkpoint with non-finite weights."""
+        bad = [name for name, value in unwrap_model(self.model).state_dict().items()
+               if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+        if bad:
+            raise NonFiniteLossError('weights are not finite after epoch {} ({}{}); training '
+                                     'stopped, the last checkpoint ({}) is kept'.format(
+                                         epoch, bad[0], ' and {} more'.format(len(bad) - 1)
+                                         if len(bad) > 1 else '', self.checkpoint_path))
+
     def _save(self, epoch, perf):
+        self._check_weights(epoch)
         is_best = perf > self.best_perf
         self.best_perf = max(self.best_perf, perf)
         logger.info('saving checkpoint to %s (perf %.4f, best %.4f)', self.ctx.output_dir,

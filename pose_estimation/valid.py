@@ -13,13 +13,14 @@ import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 
 import dataset
 import models
+from dataset.batching import DeviceBatcher
 from core.function import validate
 from core.loss import JointsMSELoss
 from utils.checkpoint import load_pose_checkpoint
 from utils.distributed import DistContext
 from utils.launch import COMMON_FLAGS, add_opts, base_parser, load_config, run_job, \
     setup_run
-from utils.loaders import build_val_loader
+from utils.loaders import build_val_loader, loader_options
 from utils.utils import wrap_model
 
 logger = logging.getLogger('valid')
@@ -71,8 +72,10 @@ class Validator:
                                 DistContext())
         self.criterion = JointsMSELoss(cfg.LOSS.USE_TARGET_WEIGHT).to(ctx.device)
         self.val_dataset = dataset.build_dataset(cfg, cfg.DATASET.TEST_SET, False)
-        self.val_loader = build_val_loader(self.val_dataset, cfg.TEST.BATCH_SIZE * ctx.replicas,
-                                           cfg.WORKERS, ctx.dist, ctx.pin_memory)
+        self.val_loader = build_val_loader(
+            self.val_dataset, cfg.TEST.BATCH_SIZE * ctx.replicas, cfg.WORKERS, ctx.dist,
+            batcher=DeviceBatcher(cfg, ctx.device, ctx.precision.memory_format),
+            **loader_options(cfg, ctx.device))
 
     def run(self):
         ctx = self.ctx

@@ -96,11 +96,9 @@ def _build_defaults():
             GROUP_BY_IMAGE=False,
             REDUCED_DECODE=False,
         ),
-        # new: how batches reach the device. PIN_MEMORY: 'auto' = when on CUDA;
-        # PREFETCH_FACTOR 0 = PyTorch's default; GPU_DECODE: nvJPEG decode and
-        # grid_sample crops on the GPU (needs CUDA and torchvision).
-        LOADER=C(PIN_MEMORY='auto', PERSISTENT_WORKERS=False, PREFETCH_FACTOR=0,
-                 GPU_DECODE=False),
+        # new: how batches reach the device. PIN_MEMORY: pinned batches when on
+        # CUDA (as before); PREFETCH_FACTOR 0 = PyTorch's default.
+        LOADER=C(PIN_MEMORY=True, PERSISTENT_WORKERS=False, PREFETCH_FACTOR=0),
         # new: GPU speed settings (off: as the original). FUSED_OPTIMIZER: fused Adam
         # (also on the CPU); COMPILE: torch.compile the model.
         SPEED=C(FUSED_OPTIMIZER=False, COMPILE=False),

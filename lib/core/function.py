@@ -1,6 +1,5 @@
 """One training epoch and one validation pass (also under torchrun)."""
 import logging
-import math
 import os
 import time
 
@@ -8,8 +7,8 @@ import numpy as np
 import torch
 
 from core.config import get_model_name
-from core.evaluate import accuracy
-from core.inference import get_final_preds
+from core.evaluate import accuracy, accuracy_on_device
+from core.inference import get_final_preds, get_max_preds
 from utils.fileio import write_json_atomically
 from utils.distributed import (all_gather_objects, all_reduce_sum, broadcast_object,
                                get_rank, merge_in_dataset_order)
@@ -30,14 +29,54 @@ def _device_of(model):
     return next(unwrap_model(model).parameters()).device
 
 
-def _check_finite(loss_value, epoch, iteration, device):
-    """Raise on a NaN/infinite loss; under torchrun every rank agrees (the sum over
-    ranks is checked), so that no rank is left waiting in a collective."""
-    total = float(all_reduce_sum([loss_value], device)[0])
-    if not math.isfinite(total):
-        value = loss_value if not math.isfinite(loss_value) else total
-        raise NonFiniteLossError('loss is {} at epoch {}, iteration {}'.format(
-            value, epoch, iteration))
+class TrainingWindow:
+    """Loss and accuracy of the iterations since the last report, summed on the
+    device (no host sync per iteration), and the first non-finite loss met."""
+
+    def __init__(self, device):
+        self.device = device
+        self.start = 0
+        self._reset()
+
+    def _reset(self):
+        zero = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.loss_sum, self.count = zero.clone(), zero.clone()
+        self.acc_sum, self.acc_count = zero.clone(), zero.clone()
+        self.bad_iteration = torch.full((), -1, dtype=torch.int64, device=self.device)
+        self.bad_value = zero.clone()
+
+    def add(self, iteration, loss, n, avg_acc, cnt):
+        loss = loss.detach().double()
+        self.loss_sum += loss * n
+        self.count += n
+        self.acc_sum += avg_acc.double() * cnt
+        self.acc_count += cnt
+        first = (self.bad_iteration < 0) & ~torch.isfinite(loss)
+        self.bad_iteration = torch.where(first, iteration, self.bad_iteration)
+        self.bad_value = torch.where(first, loss, self.bad_value)
+
+    def read(self, epoch, iteration):
+        """One host sync: (loss sum, count, accuracy sum, accuracy count) of the window;
+        raises NonFiniteLossError when a loss of the window (on any rank under
+        torchrun, so that no rank is left waiting in a collective) was NaN or inf."""
+        values = torch.stack([self.loss_sum, self.count, self.acc_sum, self.acc_count,
+                              (self.bad_iteration >= 0).double()])
+        values = all_reduce_sum(values.tolist(), self.device).tolist()
+        bad_iteration, bad_value = int(self.bad_iteration), float(self.bad_value)
+        window = (self.start, iteration)
+        self.start = iteration + 1
+        self._reset()
+        if values[4] > 0:
+            if bad_iteration >= 0:
+                where = 'iteration {}'.format(bad_iteration)
+                value = bad_value
+            else:
+                where, value = 'another rank', float('nan')
+            checked = '' if window[0] == window[1] else \
+                ' (iterations {}-{}, checked every PRINT_FREQ)'.format(*window)
+            raise NonFiniteLossError('loss is {} at epoch {}, {}{}'.format(
+                value, epoch, where, checked))
+        return values[:4]
 
 
 def _is_report_step(step, total, freq):
@@ -48,11 +87,15 @@ def train(config, train_loader, model, criterion, optimizer, epoch, output_dir,
           tb_log_dir, writer_dict, precision=None):
     """Train `model` for one epoch; rank 0 reports progress every PRINT_FREQ
     iterations (log, TensorBoard through `writer_dict` = {'writer',
-    'train_global_steps'} when given, DEBUG pictures). Returns the epoch's average
-    loss and accuracy; raises NonFiniteLossError on a NaN/inf loss."""
+    'train_global_steps'} when given, DEBUG pictures). Loss and accuracy stay on
+    the device between reports (read then: no host sync per iteration). Returns
+    the epoch's average loss and accuracy; raises NonFiniteLossError on a NaN/inf
+    loss, at the report that ends its window, which always comes before the end
+    of the epoch (and so before any checkpoint)."""
     device = _device_of(model)
     precision = precision or Precision(config, device)
     batch_time, data_time, losses, acc = (AverageMeter() for _ in range(4))
+    window = TrainingWindow(device)
     total = len(train_loader)
     model.train()
     end = time.time()
@@ -65,48 +108,56 @@ def train(config, train_loader, model, criterion, optimizer, epoch, output_dir,
         with precision.autocast():
             output = model(input)
         loss = criterion(output, target, target_weight)
-        loss_value = loss.item()
-        _check_finite(loss_value, epoch, i, device)
 
         optimizer.zero_grad(set_to_none=True)
         precision.scaler.scale(loss).backward()
         precision.scaler.step(optimizer)
         precision.scaler.update()
 
-        losses.update(loss_value, input.size(0))
-        _, avg_acc, cnt, pred = accuracy(output, target)
-        acc.update(avg_acc, cnt)
+        window.add(i, loss, input.size(0), *accuracy_on_device(output, target))
         batch_time.update(time.time() - end)
-        end = time.time()
 
-        if get_rank() == 0 and _is_report_step(i, total, config.PRINT_FREQ):
-            logger.info(progress_line('Epoch [{}]'.format(epoch), i + 1, total, batch_time,
-                                      data_time, input.size(0), loss=losses, acc=acc))
-            if writer_dict is not None:
-                step = epoch * total + i + 1
-                writer_dict['train_global_steps'] = step
-                writer_dict['writer'].add_scalar('train_loss', losses.val, step)
-                writer_dict['writer'].add_scalar('train_acc', acc.val, step)
-            stride = input.size(3) / output.size(3)
-            save_debug_images(config, input, meta, target, pred * stride, output,
-                              os.path.join(output_dir, 'debug', 'train_{}'.format(i)))
+        if _is_report_step(i, total, config.PRINT_FREQ):
+            loss_sum, count, acc_sum, acc_count = window.read(epoch, i)
+            losses.update(loss_sum / max(count, 1), count)
+            acc.update(acc_sum / max(acc_count, 1) if acc_count else 0.0, acc_count)
+            if get_rank() == 0:
+                logger.info(progress_line('Epoch [{}]'.format(epoch), i + 1, total, batch_time,
+                                          data_time, input.size(0), loss=losses, acc=acc))
+                if writer_dict is not None:
+                    step = epoch * total + i + 1
+                    writer_dict['train_global_steps'] = step
+                    writer_dict['writer'].add_scalar('train_loss', losses.val, step)
+                    writer_dict['writer'].add_scalar('train_acc', acc.val, step)
+                if config.DEBUG.DEBUG:
+                    pred, _ = get_max_preds(output.detach().float().cpu().numpy())
+                    stride = input.size(3) / output.size(3)
+                    save_debug_images(config, input, meta, target, pred * stride, output,
+                                      os.path.join(output_dir, 'debug', 'train_{}'.format(i)))
+        end = time.time()
     return losses.avg, acc.avg
 
 
 def predict_heatmaps(model, images, flip_pairs=None, shift_heatmap=False, precision=None):
     """Heatmaps (float32) of a batch; with `flip_pairs` the flip test: the plain and
-    the mirrored crops go through ONE forward pass (concatenated along the batch),
-    the mirrored heatmaps are flipped back, optionally shifted one pixel right
+    the mirrored crops go through the network one after the other, the mirrored
+    heatmaps are flipped back, optionally shifted one pixel right
     (TEST.SHIFT_HEATMAP), and averaged with the plain ones."""
     autocast = precision.autocast() if precision is not None else torch.autocast(
         images.device.type, enabled=False)
     if flip_pairs is None:
         with autocast:
             return model(images).float()
-    batch = torch.cat([images, images.flip(3)])
+    # Two forward passes rather than one of twice the batch: the peak memory of
+    # the activations does not double with the flip test. A batch of one crop
+    # still goes as one pair (oneDNN computes a single image along another path,
+    # last-bit different, and results must not depend on how the set is sharded).
     with autocast:
-        heatmaps = model(batch).float()
-    plain, mirrored = heatmaps.chunk(2)
+        if images.size(0) == 1:
+            plain, mirrored = model(torch.cat([images, images.flip(3)])).float().chunk(2)
+        else:
+            plain = model(images).float()
+            mirrored = model(images.flip(3)).float()
     mirrored = flip_back(mirrored, flip_pairs)
     if shift_heatmap:
         mirrored[..., 1:] = mirrored[..., :-1].clone()

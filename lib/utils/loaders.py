@@ -5,7 +5,15 @@ Training: the order of epoch e and all augmentation randomness are functions of
 an uninterrupted run would (same WORKERS assumed: each worker has its own stream).
 Validation: each rank takes a contiguous slice of the items, without the padding
 that DistributedSampler adds, so gathered results equal those of one process.
+
+With a `batcher` (dataset.batching.DeviceBatcher) the workers return uint8 crops
+(dataset.load_sample) and the batcher finishes each batch on the device: the
+loaders then yield the public item's (input, target, target_weight, meta), built
+on the device. LOADER.* sets pinned memory, persistent workers and prefetching.
 """
+import math
+
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
@@ -21,15 +29,24 @@ class EpochSeededLoader:
     the main process is re-seeded too, for WORKERS 0.
     """
 
-    def __init__(self, dataset, batch_size, workers, shuffle, seed, dist_ctx, pin_memory):
+    def __init__(self, dataset, batch_size, workers, shuffle, seed, dist_ctx, pin_memory,
+                 batcher=None, group_by_image=False, persistent_workers=False,
+                 prefetch_factor=0):
         self.seed = seed
         self.rank = dist_ctx.rank
-        self.sampler = DistributedSampler(dataset, num_replicas=dist_ctx.world_size,
-                                          rank=dist_ctx.rank, shuffle=shuffle, seed=seed)
+        if group_by_image and shuffle:
+            self.sampler = GroupedDistributedSampler(dataset, dist_ctx, seed)
+        else:
+            self.sampler = DistributedSampler(dataset, num_replicas=dist_ctx.world_size,
+                                              rank=dist_ctx.rank, shuffle=shuffle, seed=seed)
         self.generator = torch.Generator()
-        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler,
-                                 num_workers=workers, pin_memory=pin_memory,
-                                 generator=self.generator)
+        self.batcher = batcher
+        source, collate = _source(dataset, batcher)
+        self.loader = DataLoader(source, collate_fn=collate, batch_size=batch_size,
+                                 sampler=self.sampler, num_workers=workers,
+                                 pin_memory=pin_memory, generator=self.generator,
+                                 **_worker_options(workers, persistent_workers,
+                                                   prefetch_factor))
         self.dataset = dataset
 
     def set_epoch(self, epoch):
@@ -39,7 +56,7 @@ class EpochSeededLoader:
         seed_everything(epoch_seed)
 
     def __iter__(self):
-        return iter(self.loader)
+        return _batches(self.loader, self.batcher)
 
     def __len__(self):
         return len(self.loader)
@@ -47,6 +64,73 @@ class EpochSeededLoader:
     @property
     def batch_size(self):
         return self.loader.batch_size
+
+
+def _source(dataset, batcher):
+    """(dataset, collate_fn) for the DataLoader: crops for a batcher, else items."""
+    if batcher is None:
+        return dataset, None
+    from dataset.batching import SampleView, collate_samples
+    return SampleView(dataset), collate_samples
+
+
+def _worker_options(workers, persistent_workers, prefetch_factor):
+    if workers <= 0:
+        return {}
+    options = {'persistent_workers': bool(persistent_workers)}
+    if prefetch_factor > 0:
+        options['prefetch_factor'] = int(prefetch_factor)
+    return options
+
+
+def _batches(loader, batcher):
+    if batcher is None:
+        yield from loader
+        return
+    for batch in loader:
+        yield batcher(batch)
+
+
+def loader_options(cfg, device):
+    """Keyword arguments of the loaders from LOADER.* (memory is pinned on CUDA only)."""
+    return {'pin_memory': bool(cfg.LOADER.PIN_MEMORY) and device.type == 'cuda',
+            'persistent_workers': bool(cfg.LOADER.PERSISTENT_WORKERS),
+            'prefetch_factor': int(cfg.LOADER.PREFETCH_FACTOR)}
+
+
+class GroupedDistributedSampler(Sampler):
+    """DATASET.GROUP_BY_IMAGE: the images are shuffled, the persons of each image
+    follow one another (in shuffled order), so that one decode serves them all;
+    a batch still mixes several images. The order is a function of (seed, epoch)
+    only; rank r of a world of n takes the r-th contiguous n-th of it (padded by
+    repeating its start, as DistributedSampler does), so images stay on one rank."""
+
+    def __init__(self, dataset, dist_ctx, seed):
+        self.groups = dataset.image_groups()
+        self.num_items = sum(len(g) for g in self.groups)
+        self.rank, self.world = dist_ctx.rank, dist_ctx.world_size
+        self.seed = int(seed or 0)
+        self.epoch = 0
+        self.num_samples = math.ceil(self.num_items / self.world)
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def order(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        parts = [rng.permutation(self.groups[g]) for g in rng.permutation(len(self.groups))]
+        order = np.concatenate(parts).tolist() if parts else []
+        total = self.num_samples * self.world
+        while order and len(order) < total:
+            order += order[:total - len(order)]
+        return order
+
+    def __iter__(self):
+        start = self.rank * self.num_samples
+        return iter(self.order()[start:start + self.num_samples])
+
+    def __len__(self):
+        return self.num_samples
 
 
 class ShardSampler(Sampler):
@@ -66,7 +150,30 @@ class ShardSampler(Sampler):
         return len(self.indices)
 
 
-def build_val_loader(dataset, batch_size, workers, dist_ctx, pin_memory):
+class DeviceBatches:
+    """A DataLoader of crops whose batches a batcher finishes on the device; it
+    answers what validation asks of a loader (sampler, len, batch_size)."""
+
+    def __init__(self, loader, batcher):
+        self.loader, self.batcher = loader, batcher
+        self.sampler, self.dataset = loader.sampler, loader.dataset
+
+    def __iter__(self):
+        return _batches(self.loader, self.batcher)
+
+    def __len__(self):
+        return len(self.loader)
+
+    @property
+    def batch_size(self):
+        return self.loader.batch_size
+
+
+def build_val_loader(dataset, batch_size, workers, dist_ctx, pin_memory, batcher=None,
+                     persistent_workers=False, prefetch_factor=0):
     sampler = ShardSampler(len(dataset), dist_ctx)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
-                      num_workers=workers, pin_memory=pin_memory)
+    source, collate = _source(dataset, batcher)
+    loader = DataLoader(source, batch_size=batch_size, sampler=sampler,
+                        num_workers=workers, pin_memory=pin_memory, collate_fn=collate,
+                        **_worker_options(workers, persistent_workers, prefetch_factor))
+    return loader if batcher is None else DeviceBatches(loader, batcher)
