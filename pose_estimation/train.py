@@ -17,16 +17,18 @@ import dataset
 import models
 from dataset.batching import DeviceBatcher
 from core.config import get_model_name
-from core.function import NonFiniteLossError, train, validate
+from core.function import train_one_epoch, validate_model
 from core.loss import JointsMSELoss
+from runner.cli import COMMON_FLAGS, add_opts, base_parser, load_config
+from runner.launch import run_job, setup_run
+from runner.setup import get_lr_scheduler, get_optimizer, wrap_model
 from utils.checkpoint import load_pose_checkpoint, read_checkpoint, save_atomic, \
     save_checkpoint
 from utils.distributed import barrier, broadcast_object
-from utils.launch import COMMON_FLAGS, add_opts, base_parser, load_config, run_job, \
-    setup_run
+from utils.errors import NonFiniteLossError
 from utils.loaders import EpochSeededLoader, build_val_loader, loader_options
-from utils.utils import fresh_seed, get_lr_scheduler, get_optimizer, seed_everything, \
-    unwrap_model, wrap_model
+from utils.modules import unwrap_model
+from utils.seeding import fresh_seed, seed_everything
 
 logger = logging.getLogger('train')
 
@@ -49,6 +51,8 @@ class Trainer:
         self.model = models.build_model(cfg, is_train=True)
         self.model = wrap_model(ctx.precision.prepare_model(self.model), ctx.device,
                                 ctx.gpus, ctx.dist)
+        if cfg.SPEED.COMPILE:   # in place: state_dict keys stay as they are
+            unwrap_model(self.model).compile()
         self.criterion = JointsMSELoss(cfg.LOSS.USE_TARGET_WEIGHT).to(ctx.device)
         self.optimizer = get_optimizer(cfg, self.model)
         self.scheduler = get_lr_scheduler(cfg, self.optimizer)
@@ -72,10 +76,7 @@ class Trainer:
         self.val_loader = build_val_loader(
             self.val_dataset, cfg.TEST.BATCH_SIZE * ctx.replicas, cfg.WORKERS, ctx.dist,
             batcher=DeviceBatcher(cfg, ctx.device, ctx.precision.memory_format), **options)
-        self.writer_dict = None
-        if ctx.dist.is_main:
-            self.writer_dict = {'writer': SummaryWriter(log_dir=ctx.tb_log_dir),
-                                'train_global_steps': 0, 'valid_global_steps': 0}
+        self.writer = SummaryWriter(log_dir=ctx.tb_log_dir) if ctx.dist.is_main else None
         logger.info('%d training and %d validation samples; epochs %d..%d; data seed %d',
                     len(self.train_dataset), len(self.val_dataset), self.begin_epoch,
                     cfg.TRAIN.END_EPOCH - 1, self.data_seed)
@@ -153,15 +154,15 @@ class Trainer:
             self.train_loader.set_epoch(epoch)
             logger.info('epoch %d, lr %.3g', epoch, self.optimizer.param_groups[0]['lr'])
             try:
-                train(cfg, self.train_loader, self.model, self.criterion, self.optimizer,
-                      epoch, ctx.output_dir, ctx.tb_log_dir, self.writer_dict, ctx.precision)
+                train_one_epoch(cfg, self.train_loader, self.model, self.criterion,
+                                self.optimizer, epoch, ctx.output_dir, self.writer, ctx.precision)
             except NonFiniteLossError as error:
                 raise NonFiniteLossError('{}; training stopped, the last checkpoint ({}) is '
                                          'kept'.format(error, self.checkpoint_path)) from None
             self.scheduler.step()
-            perf = validate(cfg, self.val_loader, self.val_dataset, self.model, self.criterion,
-                            ctx.output_dir, ctx.tb_log_dir, self.writer_dict, ctx.precision,
-                            epoch=epoch)
+            perf = validate_model(cfg, self.val_loader, self.val_dataset, self.model,
+                                  self.criterion, ctx.output_dir, self.writer, ctx.precision,
+                                  epoch=epoch)
             if ctx.dist.is_main:
                 self._save(epoch, perf)
             barrier()
@@ -169,7 +170,7 @@ class Trainer:
             final_path = os.path.join(ctx.output_dir, 'final_state.pth.tar')
             logger.info('saving final model state to %s', final_path)
             save_atomic(unwrap_model(self.model).state_dict(), final_path)
-            self.writer_dict['writer'].close()
+            self.writer.close()
 
 
 def main(argv=None):

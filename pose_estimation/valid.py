@@ -14,14 +14,14 @@ import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 import dataset
 import models
 from dataset.batching import DeviceBatcher
-from core.function import validate
+from core.function import validate_model
 from core.loss import JointsMSELoss
+from runner.cli import COMMON_FLAGS, add_opts, base_parser, load_config
+from runner.launch import run_job, setup_run
+from runner.setup import wrap_model
 from utils.checkpoint import load_pose_checkpoint
 from utils.distributed import DistContext
-from utils.launch import COMMON_FLAGS, add_opts, base_parser, load_config, run_job, \
-    setup_run
 from utils.loaders import build_val_loader, loader_options
-from utils.utils import wrap_model
 
 logger = logging.getLogger('valid')
 
@@ -79,9 +79,8 @@ class Validator:
 
     def run(self):
         ctx = self.ctx
-        return validate(self.cfg, self.val_loader, self.val_dataset, self.model,
-                        self.criterion, ctx.output_dir, ctx.tb_log_dir,
-                        precision=ctx.precision)
+        return validate_model(self.cfg, self.val_loader, self.val_dataset, self.model,
+                              self.criterion, ctx.output_dir, precision=ctx.precision)
 
 
 def main(argv=None):

@@ -5,7 +5,6 @@ training order)."""
 import os
 import subprocess
 import sys
-import types
 
 import cv2
 import numpy as np
@@ -15,8 +14,9 @@ from torch.utils.data import DataLoader
 
 from conftest import ROOT, coco_config
 from dataset import build_dataset
-from dataset.JointsDataset import JointsDataset, jpeg_width
-from dataset.batching import DeviceBatcher, SampleView, collate_samples, encode_heatmaps
+from core.codec import HeatmapCodec
+from dataset.JointsDataset import jpeg_width
+from dataset.batching import DeviceBatcher, SampleView, collate_samples
 from utils.distributed import DistContext
 from utils.loaders import EpochSeededLoader
 from utils.transforms import get_affine_transform
@@ -29,13 +29,6 @@ def sample(tmp_path_factory):
                     '--out', str(root), '--seed', '2', '--train-images', '5',
                     '--val-images', '2'], check=True, capture_output=True, timeout=120)
     return str(root)
-
-
-def numpy_encoder(image_size, heatmap_size, sigma):
-    """JointsDataset.generate_target (the per-sample numpy encoder) unbound."""
-    fake = types.SimpleNamespace(image_size=np.array(image_size),
-                                 heatmap_size=np.array(heatmap_size), sigma=sigma)
-    return lambda joints, vis: JointsDataset.generate_target(fake, joints, vis)
 
 
 @pytest.mark.parametrize('image_size,heatmap_size,sigma', [
@@ -59,12 +52,14 @@ def test_batch_encoder_equals_the_numpy_encoder(image_size, heatmap_size, sigma)
     joints[1, :len(edges), :2] = (edges + rng.uniform(-0.6, 0.6, edges.shape)) * stride
     vis = np.repeat(rng.integers(0, 2, (n, j, 1)), 3, axis=2).astype(np.float64)
     vis[:2] = 1
-    target, weight = encode_heatmaps(torch.from_numpy(joints), torch.from_numpy(vis),
-                                     image_size, heatmap_size, sigma)
-    encode = numpy_encoder(image_size, heatmap_size, sigma)
+    codec = HeatmapCodec(image_size, heatmap_size, sigma)
+    target, weight = codec.encode_torch(torch.from_numpy(joints), torch.from_numpy(vis))
     assert target.dtype == weight.dtype == torch.float32
-    for i in range(n):
-        ref_target, ref_weight = encode(joints[i], vis[i])
+    batch_target, batch_weight = codec.encode(joints, vis)   # numpy, also batch-wise
+    np.testing.assert_array_equal(weight.numpy(), batch_weight)
+    np.testing.assert_allclose(target.numpy(), batch_target, rtol=0, atol=1e-6)
+    for i in range(n):   # and the per-sample numpy of the dataset items
+        ref_target, ref_weight = codec.encode(joints[i], vis[i])
         np.testing.assert_allclose(target[i].numpy(), ref_target, rtol=0, atol=1e-6)
         np.testing.assert_array_equal(weight[i].numpy(), ref_weight)
     assert 0 < weight[0, :len(edges)].sum() < len(edges)   # border cases on both sides

@@ -18,7 +18,8 @@ from utils.distributed import DistContext, merge_in_dataset_order
 from utils.loaders import EpochSeededLoader, ShardSampler
 from utils.meters import AverageMeter, progress_line
 from utils.precision import Precision
-from utils.utils import derive_seed, get_lr_scheduler, get_optimizer, parse_gpus
+from runner.setup import get_lr_scheduler, get_optimizer, parse_gpus
+from utils.seeding import derive_seed
 from utils.vis import IMAGENET_MEAN, IMAGENET_STD, save_debug_images, to_display_images
 
 

@@ -10,7 +10,6 @@ COCO evaluation) runs on --data-root with its detector boxes (default: the
 generated sample, see tools/make_sample_data.py). Weights are the untrained
 initialisation: speed does not depend on them.
 """
-import argparse
 import logging
 import os
 import sys
@@ -23,12 +22,13 @@ sys.path.insert(0, os.path.join(ROOT, 'lib'))
 
 import dataset  # noqa: E402
 import models  # noqa: E402
-from core.config import (check_config, get_default_config, get_model_name,  # noqa: E402
-                         update_config, update_config_from_list)
-from core.function import predict_heatmaps, validate  # noqa: E402
+from core.config import get_model_name  # noqa: E402
+from core.function import validate_model  # noqa: E402
+from core.inference import predict_heatmaps  # noqa: E402
 from core.loss import JointsMSELoss  # noqa: E402
+from runner.cli import add_opts, base_parser, load_fresh_config  # noqa: E402
+from runner.launch import SETUP_ERRORS, report_error  # noqa: E402
 from utils.distributed import DistContext  # noqa: E402
-from utils.launch import SETUP_ERRORS, report_error  # noqa: E402
 from utils.loaders import build_val_loader  # noqa: E402
 from utils.precision import Precision  # noqa: E402
 
@@ -37,23 +37,15 @@ WARMUP_ITERS = 2
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--cfg', required=True, help='experiment yaml')
+    parser = base_parser(__doc__.split('\n\n')[0], common_flags=False)
     parser.add_argument('--batch', type=int, default=16, help='images per forward pass')
     parser.add_argument('--iters', type=int, default=5, help='timed iterations per figure')
     parser.add_argument('--data-root', default='data/sample',
                         help='COCO-layout dataset for the validation pass (with '
                              + DETECTION_FILE + ')')
     parser.add_argument('--skip-valid', action='store_true', help='network figures only')
-    parser.add_argument('opts', nargs=argparse.REMAINDER, default=[],
-                        help='config overrides KEY VALUE ...')
+    add_opts(parser)
     return parser.parse_args()
-
-
-def load_config(args):
-    cfg = update_config(args.cfg, get_default_config())
-    update_config_from_list(args.opts, cfg)
-    return check_config(cfg)
 
 
 def precisions(device):
@@ -136,8 +128,7 @@ def validation_figure(cfg, args, device, output_dir):
     criterion = JointsMSELoss(cfg.LOSS.USE_TARGET_WEIGHT)
     precision = Precision(cfg, device)
     start = time.perf_counter()
-    validate(cfg, loader, val_dataset, model, criterion, output_dir, None,
-             precision=precision)
+    validate_model(cfg, loader, val_dataset, model, criterion, output_dir, precision=precision)
     seconds = time.perf_counter() - start
     what = 'valid.py    flip test, {} detector boxes, WORKERS {}'.format(
         len(val_dataset), cfg.WORKERS)
@@ -148,7 +139,7 @@ def main():
     args = parse_args()
     logging.basicConfig(level=logging.WARNING, format='%(message)s')
     try:
-        cfg = load_config(args)
+        cfg = load_fresh_config(args)
     except SETUP_ERRORS as error:
         return report_error(error, 2)
     device = torch.device('cuda') if torch.cuda.is_available() else torch.device('cpu')

@@ -8,7 +8,6 @@ With --root, DATASET.ROOT becomes DIR and TEST.COCO_BBOX_FILE is looked up in
 DIR/person_detection_results/ under its yaml file name. Small datasets are
 cycled until --samples have been read.
 """
-import argparse
 import itertools
 import multiprocessing
 import os
@@ -21,13 +20,12 @@ from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 
 import dataset  # noqa: E402
-from core.config import (ConfigError, get_default_config, update_config,  # noqa: E402
-                         update_config_from_list)
+from runner.cli import add_opts, base_parser, load_fresh_config  # noqa: E402
+from runner.launch import SETUP_ERRORS  # noqa: E402
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--cfg', required=True, help='experiment yaml')
+    parser = base_parser(__doc__.split('\n\n')[0], common_flags=False)
     parser.add_argument('--root', default='', help='dataset root (overrides DATASET.ROOT)')
     parser.add_argument('--samples', type=int, default=1000, help='samples read per pipeline')
     parser.add_argument('--workers', type=int, default=None, help='DataLoader workers '
@@ -36,21 +34,16 @@ def parse_args():
                         help='default: TRAIN.BATCH_SIZE / TEST.BATCH_SIZE of the config')
     parser.add_argument('--cache-mb', type=float, default=None,
                         help='per-process decoded-image cache size (default: the dataset\'s)')
-    parser.add_argument('opts', nargs=argparse.REMAINDER, help='`opts KEY VALUE ...` overrides')
-    args = parser.parse_args()
-    if args.opts and args.opts[0] == 'opts':
-        args.opts = args.opts[1:]
-    return args
+    add_opts(parser)
+    return parser.parse_args()
 
 
 def load_config(args):
-    cfg = get_default_config()
-    update_config(args.cfg, cfg)
+    cfg = load_fresh_config(args)
     if args.root:
         cfg.DATASET.ROOT = args.root
         cfg.TEST.COCO_BBOX_FILE = os.path.join(args.root, 'person_detection_results',
                                                os.path.basename(cfg.TEST.COCO_BBOX_FILE))
-    update_config_from_list(args.opts, cfg)
     cfg.TEST.USE_GT_BBOX = False  # validation is measured with detector boxes
     return cfg
 
@@ -111,7 +104,7 @@ def main():
                       '{:8.1f} samples/s, {:.2f} decodes/sample'.format(
                           name, label, len(ds), len(ds.image_groups()), batch, workers, rate,
                           decodes))
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except SETUP_ERRORS as e:
         sys.exit('error: {}'.format(e))
 
 

@@ -26,11 +26,12 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 sys.path.insert(0, os.path.join(ROOT, 'lib'))
 
 from core.config import get_default_config, get_model_name, update_config  # noqa: E402
-from utils.utils import output_dirs  # noqa: E402
+from runner.setup import output_dirs  # noqa: E402
+from utils.keypoints import COCO_KEYPOINTS, KeypointLayout  # noqa: E402
 from utils.vis import draw_skeleton, image_grid  # noqa: E402
 
 DEFAULT_CFG = 'experiments/sample/hsrnet59_demo.yaml'
-GENERATOR_FILES = ('tools/make_sample_data.py', 'lib/utils/sample_data.py')
+GENERATOR_FILES = ('tools/make_sample_data.py', 'lib/dataset/synthetic.py')
 SAMPLE_FILES = ('annotations/person_keypoints_train2017.json',
                 'annotations/person_keypoints_val2017.json')
 PICTURE_IMAGES = 6
@@ -81,6 +82,7 @@ def draw_predictions(cfg, results_file, picture_file):
     """Skeletons of the kept poses on the first validation images that have any."""
     with open(results_file) as f:
         results = json.load(f)
+    skeleton = KeypointLayout.from_config(cfg, COCO_KEYPOINTS).skeleton
     by_image = defaultdict(list)
     for person in results:
         if person['score'] >= MIN_PERSON_SCORE:
@@ -91,7 +93,7 @@ def draw_predictions(cfg, results_file, picture_file):
                             '{:012d}.jpg'.format(image_id))
         image = cv2.imread(path)
         for keypoints in by_image[image_id]:
-            draw_skeleton(image, keypoints, threshold=cfg.TEST.IN_VIS_THRE)
+            draw_skeleton(image, keypoints, threshold=cfg.TEST.IN_VIS_THRE, skeleton=skeleton)
         cells.append(letterbox(image, PICTURE_CELL))
     if cells:
         cv2.imwrite(picture_file, image_grid(np.stack(cells), ncols=3))

@@ -7,7 +7,7 @@ Writes annotations/person_keypoints_{train,val}2017.json,
 images/{train2017,val2017}/<12-digit id>.jpg and
 person_detection_results/COCO_val2017_detections_AP_H_56_person.json under
 --out, so a COCO experiment yaml trains on it with `DATASET.ROOT <out>`.
-The same arguments always give the same bytes. See lib/utils/sample_data.py
+The same arguments always give the same bytes. See lib/dataset/synthetic.py
 for what the images show.
 """
 import argparse
@@ -18,7 +18,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 
-from utils.sample_data import (DEFAULT_TRAIN_IMAGES, DEFAULT_VAL_IMAGES,  # noqa: E402
+from dataset.synthetic import (DEFAULT_TRAIN_IMAGES, DEFAULT_VAL_IMAGES,  # noqa: E402
                                generate)
 
 

@@ -11,9 +11,7 @@ import os
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A yaml file or command-line override that does not fit the config tree."""
+from utils.errors import ConfigError  # noqa: F401  (re-exported: core.config.ConfigError)
 
 
 class CfgNode(dict):
@@ -89,6 +87,10 @@ def _build_defaults():
             SCALE_FACTOR=0.25,
             ROT_FACTOR=30.0,
             COLOR_RGB=False,  # new: the original feeds BGR pixels
+            # new: a COCO-format dataset with its own joints (MODEL.NUM_JOINTS):
+            FLIP_PAIRS=[],    # [[left, right], ...] 0-based joint ids
+            OKS_SIGMAS=[],    # one OKS constant per joint (COCOeval, OKS-NMS)
+            SKELETON=[],      # [[a, b], ...] limbs for drawing
             # new, speed (off: the original's behaviour). GROUP_BY_IMAGE: training order
             # shuffles images, the persons of one image follow each other (one decode);
             # REDUCED_DECODE: JPEGs decoded at 1/2, 1/4, 1/8 size when the crop shrinks
@@ -123,6 +125,7 @@ def _build_defaults():
             BATCH_SIZE=32,
             FLIP_TEST=False,
             POST_PROCESS=True,
+            DARK=False,       # new: DARK decoding (replaces POST_PROCESS's quarter offset)
             SHIFT_HEATMAP=True,
             USE_GT_BBOX=False,
             OKS_THRE=0.5,

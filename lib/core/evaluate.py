@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from core.inference import get_max_preds
+from core.codec import TARGET_TYPES, argmax_coords
 
 
 def _as_numpy(heatmaps):
@@ -24,11 +24,12 @@ def accuracy(output, target, hm_type='gaussian', thr=0.5):
     joints that have one, cnt how many joints that is, pred the (N, joints, 2)
     argmax positions in heatmap pixels.
     """
-    if hm_type != 'gaussian':
-        raise ValueError("accuracy: hm_type must be 'gaussian', got {!r}".format(hm_type))
+    if hm_type not in TARGET_TYPES:
+        raise ValueError("accuracy: hm_type must be one of {}, got {!r}".format(
+            TARGET_TYPES, hm_type))
     output, target = _as_numpy(output), _as_numpy(target)
-    pred, _ = get_max_preds(output)
-    gt, gt_maxvals = get_max_preds(target)
+    pred, _ = argmax_coords(output)
+    gt, gt_maxvals = argmax_coords(target)
     height, width = output.shape[2:]
     norm = np.array([height, width], dtype=np.float32) / 10
     dists = np.linalg.norm((pred - gt) / norm, axis=-1)          # (N, joints)

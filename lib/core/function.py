@@ -1,4 +1,9 @@
-"""One training epoch and one validation pass (also under torchrun)."""
+"""One training epoch and one validation pass (also under torchrun).
+
+`train_one_epoch` and `validate_model` are what the scripts call; `train` and
+`validate` keep the original's signatures (tb_log_dir, writer_dict) as thin
+wrappers for users' scripts.
+"""
 import logging
 import os
 import time
@@ -6,23 +11,21 @@ import time
 import numpy as np
 import torch
 
+from core.codec import HeatmapCodec, argmax_coords
 from core.config import get_model_name
 from core.evaluate import accuracy, accuracy_on_device
-from core.inference import get_final_preds, get_max_preds
-from utils.fileio import write_json_atomically
+from core.inference import predict_heatmaps
+from evaluation import PosePredictions
 from utils.distributed import (all_gather_objects, all_reduce_sum, broadcast_object,
                                get_rank, merge_in_dataset_order)
+from utils.errors import NonFiniteLossError  # noqa: F401  (re-exported: core.function)
+from utils.fileio import write_json_atomically
 from utils.meters import AverageMeter, progress_line
+from utils.modules import unwrap_model
 from utils.precision import Precision
-from utils.transforms import flip_back
-from utils.utils import unwrap_model
 from utils.vis import save_debug_images
 
 logger = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
 
 
 def _device_of(model):
@@ -83,15 +86,14 @@ def _is_report_step(step, total, freq):
     return step % max(freq, 1) == 0 or step == total - 1
 
 
-def train(config, train_loader, model, criterion, optimizer, epoch, output_dir,
-          tb_log_dir, writer_dict, precision=None):
+def train_one_epoch(config, train_loader, model, criterion, optimizer, epoch, output_dir,
+                    writer=None, precision=None):
     """Train `model` for one epoch; rank 0 reports progress every PRINT_FREQ
-    iterations (log, TensorBoard through `writer_dict` = {'writer',
-    'train_global_steps'} when given, DEBUG pictures). Loss and accuracy stay on
-    the device between reports (read then: no host sync per iteration). Returns
-    the epoch's average loss and accuracy; raises NonFiniteLossError on a NaN/inf
-    loss, at the report that ends its window, which always comes before the end
-    of the epoch (and so before any checkpoint)."""
+    iterations (log, the TensorBoard `writer` when given, DEBUG pictures). Loss
+    and accuracy stay on the device between reports (read then: no host sync per
+    iteration). Returns the epoch's average loss and accuracy; raises
+    NonFiniteLossError on a NaN/inf loss, at the report that ends its window,
+    which always comes before the end of the epoch (so before any checkpoint)."""
     device = _device_of(model)
     precision = precision or Precision(config, device)
     batch_time, data_time, losses, acc = (AverageMeter() for _ in range(4))
@@ -124,13 +126,12 @@ def train(config, train_loader, model, criterion, optimizer, epoch, output_dir,
             if get_rank() == 0:
                 logger.info(progress_line('Epoch [{}]'.format(epoch), i + 1, total, batch_time,
                                           data_time, input.size(0), loss=losses, acc=acc))
-                if writer_dict is not None:
+                if writer is not None:
                     step = epoch * total + i + 1
-                    writer_dict['train_global_steps'] = step
-                    writer_dict['writer'].add_scalar('train_loss', losses.val, step)
-                    writer_dict['writer'].add_scalar('train_acc', acc.val, step)
+                    writer.add_scalar('train_loss', losses.val, step)
+                    writer.add_scalar('train_acc', acc.val, step)
                 if config.DEBUG.DEBUG:
-                    pred, _ = get_max_preds(output.detach().float().cpu().numpy())
+                    pred, _ = argmax_coords(output.detach().float().cpu().numpy())
                     stride = input.size(3) / output.size(3)
                     save_debug_images(config, input, meta, target, pred * stride, output,
                                       os.path.join(output_dir, 'debug', 'train_{}'.format(i)))
@@ -138,46 +139,18 @@ def train(config, train_loader, model, criterion, optimizer, epoch, output_dir,
     return losses.avg, acc.avg
 
 
-def predict_heatmaps(model, images, flip_pairs=None, shift_heatmap=False, precision=None):
-    """Heatmaps (float32) of a batch; with `flip_pairs` the flip test: the plain and
-    the mirrored crops go through the network one after the other, the mirrored
-    heatmaps are flipped back, optionally shifted one pixel right
-    (TEST.SHIFT_HEATMAP), and averaged with the plain ones."""
-    autocast = precision.autocast() if precision is not None else torch.autocast(
-        images.device.type, enabled=False)
-    if flip_pairs is None:
-        with autocast:
-            return model(images).float()
-    # Two forward passes rather than one of twice the batch: the peak memory of
-    # the activations does not double with the flip test. A batch of one crop
-    # still goes as one pair (oneDNN computes a single image along another path,
-    # last-bit different, and results must not depend on how the set is sharded).
-    with autocast:
-        if images.size(0) == 1:
-            plain, mirrored = model(torch.cat([images, images.flip(3)])).float().chunk(2)
-        else:
-            plain = model(images).float()
-            mirrored = model(images.flip(3)).float()
-    mirrored = flip_back(mirrored, flip_pairs)
-    if shift_heatmap:
-        mirrored[..., 1:] = mirrored[..., :-1].clone()
-    return (plain + mirrored) * 0.5
-
-
 def _collect_predictions(config, val_loader, val_dataset, model, criterion, precision,
-                         device, output_dir):
-    """Run this rank's share of the validation set. Returns a dict of its results
-    in the order of its sampler plus summed loss/accuracy statistics."""
+                         device, output_dir, keep_heatmaps=False):
+    """Run this rank's share of the validation set. Returns a dict of its
+    results in the order of its sampler (keypoints, centers, scales, box_scores,
+    images, and heatmaps with `keep_heatmaps`) plus summed loss/accuracy."""
     flip_pairs = val_dataset.flip_pairs if config.TEST.FLIP_TEST else None
+    codec = HeatmapCodec.from_config(config)
     indices = list(iter(val_loader.sampler))
-    num = len(indices)
-    num_joints = config.MODEL.NUM_JOINTS
-    preds = np.zeros((num, num_joints, 3), dtype=np.float32)
-    boxes = np.zeros((num, 6), dtype=np.float32)
+    parts = {'keypoints': [], 'centers': [], 'scales': [], 'box_scores': [], 'heatmaps': []}
     image_paths = []
     batch_time, data_time, losses, acc = (AverageMeter() for _ in range(4))
     total = len(val_loader)
-    filled = 0
     end = time.time()
     with torch.no_grad():
         for i, (input, target, target_weight, meta) in enumerate(val_loader):
@@ -194,18 +167,16 @@ def _collect_predictions(config, val_loader, val_dataset, model, criterion, prec
             _, avg_acc, cnt, pred = accuracy(output, target)
             acc.update(avg_acc, cnt)
 
-            center = meta['center'].numpy()
-            scale = meta['scale'].numpy()
-            coords, maxvals = get_final_preds(config, output.cpu().numpy(), center, scale)
-            rows = slice(filled, filled + n)
-            preds[rows, :, :2] = coords[..., :2]
-            preds[rows, :, 2:3] = maxvals
-            boxes[rows, 0:2] = center[:, :2]
-            boxes[rows, 2:4] = scale[:, :2]
-            boxes[rows, 4] = np.prod(scale * 200, axis=1)
-            boxes[rows, 5] = meta['score'].numpy()
+            heatmaps = output.cpu().numpy()
+            center, scale = meta['center'].numpy(), meta['scale'].numpy()
+            coords, maxvals = codec.decode(heatmaps, center, scale)
+            parts['keypoints'].append(np.concatenate([coords[..., :2], maxvals], axis=2))
+            parts['centers'].append(center)
+            parts['scales'].append(scale)
+            parts['box_scores'].append(meta['score'].numpy())
+            if keep_heatmaps:
+                parts['heatmaps'].append(heatmaps.astype(keep_heatmaps))
             image_paths.extend(meta['image'])
-            filled += n
 
             batch_time.update(time.time() - end)
             end = time.time()
@@ -215,18 +186,26 @@ def _collect_predictions(config, val_loader, val_dataset, model, criterion, prec
                 stride = input.size(3) / output.size(3)
                 save_debug_images(config, input, meta, target, pred * stride, output,
                                   os.path.join(output_dir, 'debug', 'val_{}'.format(i)))
-    return {'indices': indices, 'preds': preds, 'boxes': boxes, 'image': image_paths,
-            'stats': [losses.sum, losses.count, acc.sum, acc.count]}
+    if not keep_heatmaps:
+        del parts['heatmaps']
+    shard = {key: np.concatenate(values) for key, values in parts.items()}
+    shard.update(indices=indices, images=image_paths,
+                 stats=[losses.sum, losses.count, acc.sum, acc.count])
+    return shard
 
 
-def validate(config, val_loader, val_dataset, model, criterion, output_dir, tb_log_dir,
-             writer_dict=None, precision=None, epoch=None):
-    """Predict every person of `val_dataset`, evaluate on rank 0 (the metrics also
-    go to `<output_dir>/results/metrics_<set>.json`), return the dataset's
+def validate_model(config, val_loader, val_dataset, model, criterion, output_dir, writer=None,
+                   precision=None, epoch=None, heatmaps_file=None, heatmaps_dtype='float16'):
+    """Predict every person of `val_dataset`, evaluate on rank 0 with the
+    dataset's metric (the metrics also go to <output_dir>/results/metrics_<set>.json,
+    and to TensorBoard at step `epoch` when `writer` is given), return the
     performance indicator (AP for COCO) on every rank.
 
-    Under torchrun each rank predicts its shard; predictions, boxes and image
-    paths are gathered and put back in dataset order before evaluation.
+    With `heatmaps_file`, the decoded heatmaps are also saved there with the
+    boxes (core.heatmap_cache), for tools/redecode.py.
+
+    Under torchrun each rank predicts its shard; the shards are gathered and
+    put back in dataset order before evaluation.
     """
     # DDP's forward may talk to other ranks; ranks hold different numbers of
     # batches here, so the bare module is used.
@@ -236,7 +215,8 @@ def validate(config, val_loader, val_dataset, model, criterion, output_dir, tb_l
     precision = precision or Precision(config, device)
     model.eval()
     shard = _collect_predictions(config, val_loader, val_dataset, model, criterion,
-                                 precision, device, output_dir)
+                                 precision, device, output_dir,
+                                 keep_heatmaps=heatmaps_dtype if heatmaps_file else False)
     stats = all_reduce_sum(shard.pop('stats'), device).tolist()
     loss_avg = stats[0] / max(stats[1], 1)
     acc_avg = stats[2] / max(stats[3], 1)
@@ -244,8 +224,12 @@ def validate(config, val_loader, val_dataset, model, criterion, output_dir, tb_l
     perf_indicator = None
     if get_rank() == 0:
         merged = merge_in_dataset_order(shards, len(val_dataset))
-        name_values, perf_indicator = val_dataset.evaluate(
-            config, merged['preds'], output_dir, merged['boxes'], merged['image'])
+        heatmaps = merged.pop('heatmaps', None)
+        predictions = PosePredictions(**merged)
+        if heatmaps_file:
+            from core.heatmap_cache import save_heatmaps
+            save_heatmaps(heatmaps_file, heatmaps, predictions, config)
+        name_values, perf_indicator = val_dataset.get_metric().evaluate(predictions, output_dir)
         name_values = {name: float(value) for name, value in name_values.items()}
         metrics_dir = os.path.join(output_dir, 'results')
         os.makedirs(metrics_dir, exist_ok=True)
@@ -253,15 +237,36 @@ def validate(config, val_loader, val_dataset, model, criterion, output_dir, tb_l
             {'model': get_model_name(config)[1], 'epoch': epoch, 'loss': loss_avg,
              'accuracy': acc_avg, 'metrics': name_values},
             os.path.join(metrics_dir, 'metrics_{}.json'.format(val_dataset.image_set)))
-        # the dataset's evaluate has printed the metric table
+        # the metric has printed its table
         logger.info('%s: loss %.5g, heatmap accuracy %.4f, %s %.4f',
                     get_model_name(config)[1], loss_avg, acc_avg,
                     next(iter(name_values), 'perf'), perf_indicator)
-        if writer_dict is not None:
-            step = epoch if epoch is not None else writer_dict['valid_global_steps']
-            writer = writer_dict['writer']
+        if writer is not None:
+            step = epoch if epoch is not None else 0
             writer.add_scalar('valid_loss', loss_avg, step)
             writer.add_scalar('valid_acc', acc_avg, step)
             writer.add_scalars('valid', name_values, step)
-            writer_dict['valid_global_steps'] = step + 1
     return broadcast_object(perf_indicator)
+
+
+def train(config, train_loader, model, criterion, optimizer, epoch, output_dir,
+          tb_log_dir=None, writer_dict=None, precision=None):
+    """The original's signature of `train_one_epoch`; `tb_log_dir` is not used,
+    `writer_dict` = {'writer': SummaryWriter, ...}."""
+    writer = writer_dict['writer'] if writer_dict else None
+    return train_one_epoch(config, train_loader, model, criterion, optimizer, epoch, output_dir,
+                           writer, precision)
+
+
+def validate(config, val_loader, val_dataset, model, criterion, output_dir, tb_log_dir=None,
+             writer_dict=None, precision=None, epoch=None):
+    """The original's signature of `validate_model`; `tb_log_dir` is not used.
+    With `writer_dict` = {'writer', 'valid_global_steps'} and no `epoch`, the
+    scalars go to step valid_global_steps, which is then advanced (as the original)."""
+    writer = writer_dict['writer'] if writer_dict else None
+    if writer_dict is not None and epoch is None:
+        step = writer_dict.get('valid_global_steps', 0)
+        writer_dict['valid_global_steps'] = step + 1
+        epoch = step
+    return validate_model(config, val_loader, val_dataset, model, criterion, output_dir, writer,
+                          precision, epoch)

@@ -25,8 +25,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from core.config import ConfigError
-from utils.transforms import (PIXEL_STD, affine_transform_points, fliplr_joints,
+from core.codec import HeatmapCodec
+from evaluation import PosePredictions
+from utils.arrays import group_indices
+from utils.errors import ConfigError, DataError, ImageNotFoundError
+from utils.keypoints import KeypointLayout
+from utils.transforms import (PIXEL_STD, affine_transform_points, crop_image, fliplr_joints,
                               get_affine_transform)
 
 logger = logging.getLogger(__name__)
@@ -35,15 +39,6 @@ logger = logging.getLogger(__name__)
 # as read by OpenCV (BGR), unless DATASET.COLOR_RGB is set.
 PIXEL_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 PIXEL_STD_DEV = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-
-
-class DataError(ValueError):
-    """Bad data met while reading samples (a corrupt image, ...). The scripts
-    report it as one line, also when it comes out of a DataLoader worker."""
-
-
-class ImageNotFoundError(DataError, FileNotFoundError):
-    """An image named by the annotations is not on disk."""
 
 
 def box_to_center_scale(box, aspect_ratio, enlarge=1.25):
@@ -55,26 +50,6 @@ def box_to_center_scale(box, aspect_ratio, enlarge=1.25):
     w, h = np.maximum(w, h * aspect_ratio), np.maximum(h, w / aspect_ratio)
     scale = np.stack([w, h], axis=-1) / PIXEL_STD * enlarge
     return center, scale
-
-
-def format_name_values(name_values):
-    """A markdown table of metric names and values (the original's printout)."""
-    names = list(name_values)
-    values = ['{:.3f}'.format(float(v)) for v in name_values.values()]
-    return '\n'.join(['| ' + ' | '.join(names) + ' |',
-                      '|' + '---|' * len(names),
-                      '| ' + ' | '.join(values) + ' |'])
-
-
-def group_indices(keys):
-    """Positions of equal keys, grouped: a list of index arrays, the groups in
-    order of first appearance and each group in increasing order."""
-    if len(keys) == 0:
-        return []
-    _, first, inverse = np.unique(np.asarray(keys), return_index=True, return_inverse=True)
-    order = np.argsort(inverse, kind='stable')
-    groups = np.split(order, np.cumsum(np.bincount(inverse))[:-1])
-    return [groups[g] for g in np.argsort(first)]
 
 
 def pixels_to_tensor(crop):
@@ -118,6 +93,22 @@ def jpeg_width(path):
             return int.from_bytes(data[pos + 7:pos + 9], 'big')
         pos += 2 + length
     return None
+
+
+def reduced_crop(image, image_width, factor, center, scale, rotation, image_size, flip):
+    """crop_image for an image decoded at 1/factor size (DATASET.REDUCED_DECODE):
+    the same box, the same trans (full-size image -> crop) returned; reduced pixel
+    i covers full pixels factor * i .. factor * i + factor - 1."""
+    trans = get_affine_transform(center, scale, rotation, image_size)
+    warp = trans
+    if flip:
+        mirror = np.array([[-1.0, 0.0, image_width - 1], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+        warp = trans @ mirror
+    half = np.full((2, 1), (factor - 1) / 2)
+    warp = np.concatenate([warp[:, :2] * factor, warp[:, :2] @ half + warp[:, 2:]], axis=1)
+    crop = cv2.warpAffine(image, warp, (int(image_size[0]), int(image_size[1])),
+                          flags=cv2.INTER_LINEAR)
+    return crop, trans
 
 
 class ReducedImage(tuple):
@@ -172,8 +163,10 @@ class ImageCache:
 class JointsDataset(Dataset):
     """Person crops with Gaussian heatmap targets (see the module docstring)."""
 
-    num_joints = 0
-    flip_pairs = []
+    # The dataset's own keypoints (utils.keypoints); subclasses that read any
+    # joint count from COCO-format files allow a yaml-declared layout.
+    native_keypoints = None
+    custom_keypoints = False
     # Where the images are expected, for error messages (set by subclasses).
     image_layout = '<ROOT>/images/...'
 
@@ -191,18 +184,22 @@ class JointsDataset(Dataset):
         self.image_size = np.array(cfg.MODEL.IMAGE_SIZE, dtype=np.int64)
         self.heatmap_size = np.array(cfg.MODEL.EXTRA.HEATMAP_SIZE, dtype=np.int64)
         self.sigma = cfg.MODEL.EXTRA.SIGMA
+        self.codec = HeatmapCodec.from_config(cfg)
         self.db = []
         self._check_config(cfg)
         self.reduced_decode = bool(cfg.DATASET.get('REDUCED_DECODE', False))
+        self.keypoints = KeypointLayout.from_config(cfg, self.native_keypoints) \
+            if self.custom_keypoints else self.native_keypoints
+        # the original's attributes
+        self.num_joints = self.keypoints.num_joints
+        self.flip_pairs = [list(pair) for pair in self.keypoints.flip_pairs]
         self.read_image = ImageCache(self._decode_image)
 
     def _check_config(self, cfg):
-        if cfg.MODEL.EXTRA.TARGET_TYPE != 'gaussian':
-            raise ConfigError("MODEL.EXTRA.TARGET_TYPE: only 'gaussian' targets exist, got {!r}"
-                              .format(cfg.MODEL.EXTRA.TARGET_TYPE))
-        if cfg.MODEL.NUM_JOINTS != self.num_joints:
+        native = self.native_keypoints.num_joints
+        if cfg.MODEL.NUM_JOINTS != native and not self.custom_keypoints:
             raise ConfigError('MODEL.NUM_JOINTS is {} but the {} dataset has {} joints'.format(
-                cfg.MODEL.NUM_JOINTS, cfg.DATASET.DATASET, self.num_joints))
+                cfg.MODEL.NUM_JOINTS, cfg.DATASET.DATASET, native))
         if self.data_format != 'jpg':
             raise ConfigError("DATASET.DATA_FORMAT: only 'jpg' (image files on disk) is "
                               "supported, got {!r}".format(self.data_format))
@@ -229,8 +226,29 @@ class JointsDataset(Dataset):
             raise DataError('cannot decode image {} (corrupt or not an image file)'.format(path))
         return image
 
-    def evaluate(self, cfg, preds, output_dir, *args, **kwargs):
+    def get_metric(self):
+        """The metric of this set (an evaluation.* object with
+        evaluate(PosePredictions, output_dir) -> (name_values, perf_indicator))."""
         raise NotImplementedError
+
+    def evaluate(self, cfg, preds, output_dir, all_boxes=None, img_path=None):
+        """The original's entry point: preds (N, J, 3) [x, y, maxval], all_boxes
+        (N, 6) [cx, cy, sw, sh, area, score], img_path the N image paths; without
+        boxes (the original's MPII callers) the predictions are taken to be in
+        the dataset's order and its own boxes are used.
+        Returns (name_values, perf_indicator)."""
+        if all_boxes is None:
+            if len(preds) != len(self.db):
+                raise ValueError('evaluate: set {!r} holds {} persons but {} predictions were '
+                                 'given'.format(self.image_set, len(self.db), len(preds)))
+            predictions = PosePredictions(
+                keypoints=preds, centers=[r['center'] for r in self.db],
+                scales=[r['scale'] for r in self.db],
+                box_scores=[r.get('score', 1.0) for r in self.db],
+                images=[r['image'] for r in self.db])
+        else:
+            predictions = PosePredictions.from_columns(preds, all_boxes, img_path)
+        return self.get_metric().evaluate(predictions, output_dir)
 
     def __len__(self):
         return len(self.db)
@@ -294,19 +312,11 @@ class JointsDataset(Dataset):
         if flip:
             joints, joints_vis = fliplr_joints(joints, joints_vis, image_width, self.flip_pairs)
             center[0] = image_width - center[0] - 1
-
-        trans = get_affine_transform(center, scale, rotation, self.image_size)
-        # A flip is folded into the warp (x -> W - 1 - x, then the crop) instead
-        # of mirroring the whole image first.
-        warp = trans @ np.array([[-1.0, 0.0, image_width - 1], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) \
-            if flip else trans
-        if factor > 1:
-            # reduced pixel i covers full pixels factor*i .. factor*i + factor - 1
-            warp = np.concatenate([warp[:, :2] * factor,
-                                   warp[:, :2] @ [[(factor - 1) / 2], [(factor - 1) / 2]]
-                                   + warp[:, 2:]], axis=1)
-        crop = cv2.warpAffine(image, warp, (int(self.image_size[0]), int(self.image_size[1])),
-                              flags=cv2.INTER_LINEAR)
+        if factor == 1:
+            crop, trans = crop_image(image, center, scale, rotation, self.image_size, flip)
+        else:
+            crop, trans = reduced_crop(image, image_width, factor, center, scale, rotation,
+                                       self.image_size, flip)
         visible = joints_vis[:, :1] > 0.0
         joints[:, :2] = np.where(visible, affine_transform_points(joints[:, :2], trans),
                                  joints[:, :2])
@@ -324,25 +334,9 @@ class JointsDataset(Dataset):
         }
 
     def generate_target(self, joints, joints_vis):
-        """Gaussian heatmaps (J, H, W) float32 peaking at 1 on each visible joint,
-        and target_weight (J, 1): the visibility, 0 also when the 3-sigma window
-        lies wholly outside the heatmap."""
-        width, height = self.heatmap_size
-        radius = self.sigma * 3
-        stride = self.image_size / self.heatmap_size
-        # int(x + 0.5) of the original: truncation toward zero.
-        mu = np.trunc(joints[:, :2] / stride + 0.5)
-        outside = ((mu - radius >= self.heatmap_size) | (mu + radius + 1 < 0)).any(axis=1)
-        target_weight = np.where(outside, 0.0, joints_vis[:, 0]).astype(np.float32)
-
-        # The Gaussian is separable: one 1-D profile per joint and axis.
-        dx = np.arange(width, dtype=np.float32) - mu[:, :1].astype(np.float32)
-        dy = np.arange(height, dtype=np.float32) - mu[:, 1:].astype(np.float32)
-        gx = np.where(np.abs(dx) <= radius, np.exp(-dx ** 2 / (2 * self.sigma ** 2)), 0)
-        gy = np.where(np.abs(dy) <= radius, np.exp(-dy ** 2 / (2 * self.sigma ** 2)), 0)
-        gx *= (target_weight > 0.5)[:, None]
-        target = (gy[:, :, None] * gx[:, None, :]).astype(np.float32)
-        return target, target_weight[:, None]
+        """Gaussian heatmaps (J, H, W) float32 and target_weight (J, 1) of one
+        person (the original's name for `HeatmapCodec.encode`)."""
+        return self.codec.encode(joints, joints_vis)
 
     def select_data(self, db):
         """DATASET.SELECT_DATA (training): keep boxes whose visible joints are

@@ -7,9 +7,9 @@ original did). The modules stay importable: `from dataset.coco import
 COCODataset` resolves through the module registry. New code should call
 `build_dataset(cfg, image_set, is_train)`.
 """
-from core.config import ConfigError
+from utils.errors import ConfigError, DataError, ImageNotFoundError
 
-from .JointsDataset import DataError, ImageGroupedSampler, ImageNotFoundError, JointsDataset
+from .JointsDataset import ImageGroupedSampler, JointsDataset
 from .coco import COCODataset
 from .mpii import MPIIDataset
 

@@ -1,58 +1,28 @@
-"""COCO person keypoints: ground-truth or detector boxes, and COCO evaluation.
+"""COCO person keypoints: ground-truth or detector boxes; COCO evaluation (evaluation.coco).
 
 Layout under DATASET.ROOT:
     annotations/person_keypoints_<set>.json   (test sets: image_info_<set>.json)
     images/<set>/<image_id:012d>.jpg          (test sets: images/test2017/)
     TEST.COCO_BBOX_FILE: a COCO results list of person detections
 """
-import contextlib
-import io
 import json
 import logging
 import numbers
 import os
-from collections import OrderedDict
 
 import numpy as np
 from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
-from core.config import ConfigError
-from nms.nms import oks_nms
-from utils.fileio import write_json_atomically
+from evaluation.coco import PERSON_CATEGORY, COCOKeypointMetric, stdout_to_log
+from utils.errors import ConfigError
+from utils.keypoints import COCO_KEYPOINTS
 
-from .JointsDataset import (JointsDataset, box_to_center_scale, format_name_values,
-                            group_indices)
+from .JointsDataset import JointsDataset, box_to_center_scale
 
 logger = logging.getLogger(__name__)
 
-STATS_NAMES = ['AP', 'AP .5', 'AP .75', 'AP (M)', 'AP (L)',
-               'AR', 'AR .5', 'AR .75', 'AR (M)', 'AR (L)']
-PERSON_CATEGORY = 1
 DETECTION_FORMAT = ('a list of {"image_id": int, "category_id": int, '
                     '"bbox": [x, y, w, h], "score": float}')
-
-
-@contextlib.contextmanager
-def _stdout_to_log(level):
-    """pycocotools prints its progress; send it to the log instead."""
-    captured = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(captured):
-            yield
-    finally:
-        for line in captured.getvalue().splitlines():
-            if line.strip():
-                logger.log(level, line)
-
-
-def rescore(maxvals, box_scores, in_vis_thre):
-    """Person score = box score x mean of the joint maxvals above in_vis_thre
-    (0 when no joint is above). maxvals (N, J), box_scores (N,)."""
-    above = maxvals > in_vis_thre
-    count = above.sum(axis=1)
-    mean = np.where(count > 0, (maxvals * above).sum(axis=1) / np.maximum(count, 1), 0.0)
-    return mean * box_scores
 
 
 def _check_detection(i, entry, path):
@@ -82,8 +52,10 @@ class COCODataset(JointsDataset):
     """COCO keypoints, 17 joints; GT boxes when training or TEST.USE_GT_BBOX,
     otherwise the person boxes of TEST.COCO_BBOX_FILE."""
 
-    num_joints = 17
-    flip_pairs = [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12], [13, 14], [15, 16]]
+    native_keypoints = COCO_KEYPOINTS
+    custom_keypoints = True     # any joint count, declared in the yaml
+    num_joints = COCO_KEYPOINTS.num_joints
+    flip_pairs = [list(pair) for pair in COCO_KEYPOINTS.flip_pairs]
     image_layout = '<ROOT>/images/<set>/<image_id:012d>.jpg'
 
     def __init__(self, cfg, root, image_set, is_train, transform=None):
@@ -129,7 +101,7 @@ class COCODataset(JointsDataset):
     @staticmethod
     def _load_coco(path):
         try:
-            with _stdout_to_log(logging.DEBUG):
+            with stdout_to_log(logging.DEBUG):
                 coco = COCO(path)
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError('{}: not a COCO annotation file ({}: {})'.format(
@@ -158,6 +130,7 @@ class COCODataset(JointsDataset):
             return []
         x, y, w, h = np.array([a['bbox'] for a in anns], dtype=np.float64).T
         area = np.array([a['area'] for a in anns], dtype=np.float64)
+        self._check_keypoint_lengths(anns)
         kpts = np.array([a['keypoints'] for a in anns], dtype=np.float64)
         kpts = kpts.reshape(len(anns), self.num_joints, 3)
 
@@ -177,6 +150,16 @@ class COCODataset(JointsDataset):
         return [{'image': path, 'center': c, 'scale': s, 'joints_3d': j, 'joints_3d_vis': v,
                  'filename': '', 'imgnum': 0}
                 for c, s, j, v in zip(centers, scales, joints, vis)]
+
+    def _check_keypoint_lengths(self, anns):
+        want = 3 * self.num_joints
+        for a in anns:
+            got = len(a.get('keypoints') or [])
+            if got != want:
+                raise ValueError('{}: annotation {} has {} keypoint values, expected {} (3 per '
+                                 'joint, MODEL.NUM_JOINTS {})'.format(
+                                     self.annotation_file, a.get('id', '?'), got, want,
+                                     self.num_joints))
 
     def _load_detection_db(self):
         path = self.bbox_file
@@ -223,65 +206,9 @@ class COCODataset(JointsDataset):
 
     # -- evaluation ------------------------------------------------------------
 
-    def evaluate(self, cfg, preds, output_dir, all_boxes, img_path, *args, **kwargs):
-        """Rescore, OKS-NMS per image, write output_dir/results/keypoints_<set>_results.json
-        and run COCOeval. preds (N, J, 3) [x, y, maxval]; all_boxes (N, 6) [cx, cy, sw,
-        sh, area, score]; img_path: the N image paths (meta['image'])."""
-        preds = np.asarray(preds, dtype=np.float64)
-        all_boxes = np.asarray(all_boxes, dtype=np.float64)
-        if not len(preds) == len(all_boxes) == len(img_path):
-            raise ValueError('evaluate: preds, all_boxes and img_path must have one entry per '
-                             'person; got {}, {} and {}'.format(
-                                 len(preds), len(all_boxes), len(img_path)))
-        res_folder = os.path.join(output_dir, 'results')
-        os.makedirs(res_folder, exist_ok=True)
-        res_file = os.path.join(res_folder, 'keypoints_{}_results.json'.format(self.image_set))
-
-        image_ids = self._image_ids_of(img_path)
-        scores = rescore(preds[:, :, 2], all_boxes[:, 5], self.in_vis_thre)
-        kept = self._oks_nms_per_image(preds, all_boxes[:, 4], scores, image_ids)
-        results = [{'image_id': int(image_ids[i]), 'category_id': PERSON_CATEGORY,
-                    'keypoints': preds[i].reshape(-1).tolist(), 'score': float(scores[i])}
-                   for i in kept]
-        write_json_atomically(results, res_file)
-        logger.info('=> %d of %d poses kept after OKS-NMS, written to %s',
-                    len(results), len(preds), res_file)
-
-        if 'annotations' not in self.coco.dataset:
-            logger.info('%s has no annotations: results written, no evaluation',
-                        self.annotation_file)
-            return {'Null': 0}, 0
-        if not results:
-            logger.warning('no predictions to evaluate; every metric is 0')
-            name_values = OrderedDict((name, 0.0) for name in STATS_NAMES)
-        else:
-            name_values = self._keypoint_eval(results)
-        logger.info('COCO keypoints, %s:\n%s', self.image_set, format_name_values(name_values))
-        return name_values, name_values['AP']
-
-    def _image_ids_of(self, img_path):
-        try:
-            return np.array([self._image_id_of_path[p] for p in img_path], dtype=np.int64)
-        except KeyError as e:
-            raise ValueError('evaluate: {} is not an image of set {!r} (img_path must hold the '
-                             'paths given in meta["image"])'.format(e.args[0], self.image_set)
-                             ) from None
-
-    def _oks_nms_per_image(self, preds, areas, scores, image_ids):
-        """Indices of the poses that survive OKS-NMS within their image."""
-        kept = []
-        for members in group_indices(image_ids):
-            kpts_db = [{'keypoints': preds[i], 'score': scores[i], 'area': areas[i]}
-                       for i in members]
-            kept.extend(members[oks_nms(kpts_db, self.oks_thre)])
-        return kept
-
-    def _keypoint_eval(self, results):
-        with _stdout_to_log(logging.DEBUG):
-            detections = self.coco.loadRes(results)
-            coco_eval = COCOeval(self.coco, detections, 'keypoints')
-            coco_eval.evaluate()
-            coco_eval.accumulate()
-        with _stdout_to_log(logging.INFO):
-            coco_eval.summarize()
-        return OrderedDict(zip(STATS_NAMES, (float(v) for v in coco_eval.stats)))
+    def get_metric(self):
+        """COCO keypoint AP of this set (rescoring at TEST.IN_VIS_THRE, OKS-NMS at
+        TEST.OKS_THRE, results json, COCOeval)."""
+        return COCOKeypointMetric(self.coco, self._image_id_of_path, self.image_set,
+                                  self.oks_thre, self.in_vis_thre, sigmas=self.keypoints.sigmas,
+                                  annotation_file=self.annotation_file)

@@ -1,4 +1,4 @@
-"""MPII Human Pose: person boxes from annot/<set>.json, PCKh evaluation.
+"""MPII Human Pose: person boxes from annot/<set>.json; PCKh evaluation (evaluation.mpii).
 
 Layout under DATASET.ROOT:
     annot/<set>.json     list of {image, center, scale, joints (16 x 2), joints_vis},
@@ -9,64 +9,27 @@ Layout under DATASET.ROOT:
 import json
 import logging
 import os
-from collections import OrderedDict
 
 import numpy as np
-from scipy.io import loadmat, savemat
 
-from .JointsDataset import JointsDataset, format_name_values
+from evaluation.mpii import PCKhMetric
+from utils.keypoints import MPII_KEYPOINTS
+
+from .JointsDataset import JointsDataset
 
 logger = logging.getLogger(__name__)
 
 ANNOTATION_FORMAT = ('a list of {"image": file name, "center": [x, y], "scale": s, '
                      '"joints": 16 x [x, y], "joints_vis": 16 x v}')
-GT_FIELDS = ('dataset_joints', 'jnt_missing', 'pos_gt_src', 'headboxes_src')
-# PCKh normalises by 0.6 x the head box diagonal.
-SC_BIAS = 0.6
-PCKH_THRESHOLD = 0.5
-# Reported joint groups, by the joint names stored in gt_<set>.mat.
-JOINT_GROUPS = OrderedDict([
-    ('Head', ['head']), ('Shoulder', ['lsho', 'rsho']), ('Elbow', ['lelb', 'relb']),
-    ('Wrist', ['lwri', 'rwri']), ('Hip', ['lhip', 'rhip']), ('Knee', ['lkne', 'rkne']),
-    ('Ankle', ['lank', 'rank']),
-])
-# Left out of the means, as in the original.
-UNSCORED_JOINTS = ('pelv', 'thor')
-
-
-def _mat_strings(cells):
-    """A MATLAB cell array of strings, as loadmat returns it, -> list of str."""
-    names = []
-    for cell in np.asarray(cells, dtype=object).ravel():
-        while isinstance(cell, np.ndarray):
-            cell = cell.ravel()[0] if cell.size else ''
-        names.append(str(cell))
-    return names
-
-
-def pckh(preds, gt):
-    """PCKh from 1-based preds (N, J, 2) and the fields of gt_<set>.mat. Returns
-    (at, count): at(threshold) is the per-joint PCKh in % (J,), count the number
-    of visible ground-truth joints (J,)."""
-    pos_pred = np.transpose(preds, [1, 2, 0])  # (J, 2, N) like pos_gt_src
-    visible = 1 - gt['jnt_missing']
-    uv_err = np.linalg.norm(pos_pred - gt['pos_gt_src'], axis=1)
-    head_sizes = np.linalg.norm(gt['headboxes_src'][1] - gt['headboxes_src'][0], axis=0) * SC_BIAS
-    scaled_err = uv_err / head_sizes
-    count = visible.sum(axis=1)
-
-    def at(threshold):
-        hits = ((scaled_err <= threshold) * visible).sum(axis=1)
-        return np.where(count > 0, 100.0 * hits / np.maximum(count, 1), 0.0)
-    return at, count
 
 
 class MPIIDataset(JointsDataset):
     """MPII, 16 joints (r ankle, r knee, r hip, l hip, l knee, l ankle, pelvis,
     thorax, neck, head top, r wrist, r elbow, r shoulder, l shoulder, l elbow, l wrist)."""
 
-    num_joints = 16
-    flip_pairs = [[0, 5], [1, 4], [2, 3], [10, 15], [11, 14], [12, 13]]
+    native_keypoints = MPII_KEYPOINTS
+    num_joints = MPII_KEYPOINTS.num_joints
+    flip_pairs = [list(pair) for pair in MPII_KEYPOINTS.flip_pairs]
     image_layout = '<ROOT>/images/<image>'
 
     def __init__(self, cfg, root, image_set, is_train, transform=None):
@@ -128,43 +91,7 @@ class MPIIDataset(JointsDataset):
             raise ValueError('{}: entry {} is malformed ({}): {:.200}; expected {}'.format(
                 path, i, problem, repr(entry), ANNOTATION_FORMAT))
 
-    def _load_gt(self):
-        path = os.path.join(self.root, 'annot', 'gt_{}.mat'.format(self.image_set))
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                'MPII ground truth not found: {} (expected layout <ROOT>/annot/gt_<set>.mat '
-                'with fields {})'.format(path, ', '.join(GT_FIELDS)))
-        gt = loadmat(path)
-        missing = [k for k in GT_FIELDS if k not in gt]
-        if missing:
-            raise ValueError('{}: missing field(s) {} (expected {})'.format(
-                path, ', '.join(missing), ', '.join(GT_FIELDS)))
-        return path, gt
-
-    def evaluate(self, cfg, preds, output_dir, *args, **kwargs):
-        """PCKh@0.5 per joint group against annot/gt_<set>.mat. preds (N, 16, >=2) in
-        0-based image pixels, in the dataset's order. Also saves output_dir/pred.mat."""
-        preds = np.asarray(preds, dtype=np.float64)[:, :, :2] + 1.0  # 1-based like the .mat
-        if output_dir:
-            os.makedirs(output_dir, exist_ok=True)
-            savemat(os.path.join(output_dir, 'pred.mat'), mdict={'preds': preds})
-        if 'test' in self.image_set:
-            return {'Null': 0.0}, 0.0
-
-        path, gt = self._load_gt()
-        if gt['pos_gt_src'].shape[2] != len(preds):
-            raise ValueError('{} holds {} persons but {} predictions were given'.format(
-                path, gt['pos_gt_src'].shape[2], len(preds)))
-        names = _mat_strings(gt['dataset_joints'])
-        pck_at, count = pckh(preds, gt)
-        pck = pck_at(PCKH_THRESHOLD)
-        scored = ~np.isin(names, UNSCORED_JOINTS)
-        ratio = np.where(scored, count, 0) / np.sum(np.where(scored, count, 0))
-        name_values = OrderedDict(
-            (group, float(np.mean([pck[names.index(j)] for j in joints])))
-            for group, joints in JOINT_GROUPS.items())
-        name_values['Mean'] = float(np.sum(pck * ratio))
-        # The original read this off a threshold grid one step too far (0.11).
-        name_values['Mean@0.1'] = float(np.sum(pck_at(0.1) * ratio))
-        logger.info('MPII PCKh, %s:\n%s', self.image_set, format_name_values(name_values))
-        return name_values, name_values['Mean']
+    def get_metric(self):
+        """PCKh against annot/gt_<set>.mat."""
+        return PCKhMetric(os.path.join(self.root, 'annot', 'gt_{}.mat'.format(self.image_set)),
+                          self.image_set)

@@ -1,7 +1,7 @@
 """The pose networks. Scripts pick one by `cfg.MODEL.NAME`, either through
 `build_model(cfg, is_train)` or, as the original did,
 `eval('models.' + cfg.MODEL.NAME + '.get_pose_net')(cfg, is_train)`."""
-from core.config import ConfigError
+from utils.errors import ConfigError
 
 from . import pose_hsr_msnet, pose_hsrnet, pose_resnet
 

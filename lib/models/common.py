@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from core.config import ConfigError
+from utils.errors import ConfigError
 from utils.checkpoint import read_checkpoint, state_dict_from
 
 logger = logging.getLogger(__name__)

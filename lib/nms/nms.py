@@ -3,12 +3,15 @@
 The greedy loops run in the Cython extension `nms.cpu_nms` when it has been
 built (`cd lib && make`); otherwise in the numpy versions below, which keep
 exactly the same candidates, and a warning says so once per process.
-Candidates are ordered by descending score with ties kept in input order, so
+Candidates are ordered by descending score as the original ordered them
+(`argsort()[::-1]`: tied candidates in reverse input order), in one place, so
 both backends see the same sequence.
 """
 import logging
 
 import numpy as np
+
+from utils.keypoints import COCO_KEYPOINTS
 
 try:
     from . import cpu_nms as compiled_kernels
@@ -17,10 +20,7 @@ except ImportError:  # not built: numpy fallback
 
 logger = logging.getLogger(__name__)
 
-# Per-keypoint OKS constants of COCO (nose, eyes, ears, shoulders, elbows,
-# wrists, hips, knees, ankles).
-COCO_SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62,
-                        1.07, 1.07, .87, .87, .89, .89]) / 10.0
+COCO_SIGMAS = np.array(COCO_KEYPOINTS.sigmas)
 _AREA_EPS = np.spacing(1)
 
 
@@ -87,7 +87,10 @@ def _kernels(backend):
 
 
 def _descending(scores):
-    return np.argsort(-np.asarray(scores, dtype=np.float64), kind='stable')
+    """Indices by descending score, ties in reverse input order: the original's
+    `scores.argsort()[::-1]` (numpy sorts short arrays stably; a stable sort
+    keeps that order for any length and on every CPU)."""
+    return np.argsort(np.asarray(scores, dtype=np.float64), kind='stable')[::-1]
 
 
 def _as_poses(keypoints):

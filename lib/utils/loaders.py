@@ -15,9 +15,30 @@ import math
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
 
-from utils.utils import derive_seed, seed_everything
+from utils.seeding import derive_seed, seed_everything
+
+
+class SampleView(Dataset):
+    """`dataset.load_sample(i)` as the items (what the workers return)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, idx):
+        return self.dataset.load_sample(idx)
+
+
+def collate_samples(samples):
+    """load_sample dicts -> (crops uint8 tensor (N, H, W, 3), meta collated as the
+    DataLoader collates the public item's meta)."""
+    crops = torch.from_numpy(np.stack([s['crop'] for s in samples]))
+    meta = default_collate([{k: v for k, v in s.items() if k != 'crop'} for s in samples])
+    return crops, meta
 
 
 class EpochSeededLoader:
@@ -70,7 +91,6 @@ def _source(dataset, batcher):
     """(dataset, collate_fn) for the DataLoader: crops for a batcher, else items."""
     if batcher is None:
         return dataset, None
-    from dataset.batching import SampleView, collate_samples
     return SampleView(dataset), collate_samples
 
 

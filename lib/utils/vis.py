@@ -9,12 +9,12 @@ import cv2
 import numpy as np
 import torch
 
+from utils.keypoints import COCO_KEYPOINTS
+
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
-# COCO limbs, 0-based joint ids (head, arms, torso, legs).
-COCO_SKELETON = ((0, 1), (0, 2), (1, 3), (2, 4), (5, 6), (5, 7), (7, 9), (6, 8), (8, 10),
-                 (5, 11), (6, 12), (11, 12), (11, 13), (13, 15), (12, 14), (14, 16))
+COCO_SKELETON = COCO_KEYPOINTS.skeleton
 MIN_TILE_HEIGHT = 48
 GT_COLOR = (0, 255, 0)
 LEFT_COLOR = (0, 230, 255)

@@ -39,13 +39,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from utils.keypoints import COCO_KEYPOINTS
+
 logger = logging.getLogger(__name__)
 
-KEYPOINT_NAMES = [
-    'nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear',
-    'left_shoulder', 'right_shoulder', 'left_elbow', 'right_elbow',
-    'left_wrist', 'right_wrist', 'left_hip', 'right_hip',
-    'left_knee', 'right_knee', 'left_ankle', 'right_ankle']
+KEYPOINT_NAMES = list(COCO_KEYPOINTS.names)
 # COCO's skeleton, 1-based keypoint numbers.
 SKELETON = [[16, 14], [14, 12], [17, 15], [15, 13], [12, 13], [6, 12], [7, 13],
             [6, 7], [6, 8], [7, 9], [8, 10], [9, 11], [2, 3], [1, 2], [1, 3],

@@ -1,76 +1,20 @@
-"""What train.py and valid.py share: the command line, the config, one-line errors
-for bad setup, and the run context (ranks, device, logging, precision)."""
-import argparse
+"""How train.py and valid.py run: one-line errors and exit statuses for bad setup
+and bad data, and the run context (ranks, device, logging, precision)."""
 import logging
 import sys
 from dataclasses import dataclass
 
 import torch
 
-from core.config import ConfigError, check_config, config, update_config, \
-    update_config_from_list
-from core.function import NonFiniteLossError
-from dataset import DataError
+from runner.setup import configure_backends, create_logger, select_device
 from utils.distributed import DistContext, init_distributed, shutdown_distributed
+from utils.errors import ConfigError, DataError, NonFiniteLossError
 from utils.precision import Precision
-from utils.utils import configure_backends, create_logger, select_device
 
 # Errors that mean "the run is set up wrongly" (ConfigError is a ValueError): the
 # scripts print them as one line and exit with status 2.
 SETUP_ERRORS = (ConfigError, FileNotFoundError, ValueError)
 SETUP_ERROR_STATUS = 2
-
-
-def base_parser(description):
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument('--cfg', required=True, help='experiment yaml file')
-    parser.add_argument('--frequent', type=int, help='log every N iterations (PRINT_FREQ)')
-    parser.add_argument('--gpus', type=str, help="GPU ids of this process, e.g. '0,1' (GPUS)")
-    parser.add_argument('--workers', type=int, help='data loading processes (WORKERS)')
-    return parser
-
-
-def add_opts(parser):
-    """HRNet's convention: trailing `KEY VALUE ...` pairs override config keys
-    (a leading literal 'opts' is accepted too). Must be the last argument added."""
-    parser.add_argument('opts', nargs=argparse.REMAINDER, default=[],
-                        help='config overrides, e.g. DATASET.ROOT data/x TEST.BATCH_SIZE 8')
-
-
-def load_config(args, flag_keys):
-    """yaml, then the script's flags, then `opts`, then the consistency checks.
-
-    `flag_keys` maps an argparse destination to (config node path, value function);
-    a flag left out on the command line leaves its key alone.
-    """
-    cfg = config
-    update_config(args.cfg, cfg)
-    for dest, (key, convert) in flag_keys.items():
-        value = getattr(args, dest)
-        if value is None or value is False:
-            continue
-        *groups, leaf = key.split('.')
-        node = cfg
-        for group in groups:
-            node = node[group]
-        node[leaf] = convert(value)
-    opts = list(args.opts or [])
-    if opts[:1] == ['opts']:
-        opts = opts[1:]
-    flags = [o for o in opts[0::2] if o.startswith('-')]
-    if flags:   # argparse.REMAINDER hands everything after the first KEY to opts
-        raise ConfigError('opts: {} looks like a flag; give flags before the KEY VALUE '
-                          'overrides'.format(flags[0]))
-    update_config_from_list(opts, cfg)
-    return check_config(cfg)
-
-
-COMMON_FLAGS = {
-    'frequent': ('PRINT_FREQ', int),
-    'gpus': ('GPUS', str),
-    'workers': ('WORKERS', int),
-}
-
 
 # Bad data or a NaN/infinite loss met while running: one line too, exit status 1.
 RUN_ERRORS = (DataError, NonFiniteLossError)

@@ -1,15 +1,14 @@
-"""Run setup shared by train.py and valid.py: output folders and logging, device,
-optimizer and learning-rate schedule, seeding."""
+"""Run setup shared by train.py and valid.py: output folders and logging, device
+and model placement, optimizer and learning-rate schedule."""
 import logging
 import os
-import random
 import sys
 import time
 
-import numpy as np
 import torch
 
-from core.config import ConfigError, dump_config, get_model_name
+from core.config import dump_config, get_model_name
+from utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -111,11 +110,6 @@ def wrap_model(model, device, gpus, dist_ctx):
     return model
 
 
-def unwrap_model(model):
-    return model.module if isinstance(
-        model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)) else model
-
-
 def get_optimizer(cfg, model):
     """TRAIN.OPTIMIZER 'adam' (no weight decay, as the original) or 'sgd'."""
     name = cfg.TRAIN.OPTIMIZER.lower()
@@ -137,21 +131,3 @@ def get_lr_scheduler(cfg, optimizer):
     per epoch, after it)."""
     return torch.optim.lr_scheduler.MultiStepLR(
         optimizer, milestones=list(cfg.TRAIN.LR_STEP), gamma=cfg.TRAIN.LR_FACTOR)
-
-
-def seed_everything(seed):
-    """Seed python, numpy and torch (this process)."""
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    torch.manual_seed(seed)
-
-
-def derive_seed(*parts):
-    """A well-mixed 32-bit seed that depends only on the integers in `parts`
-    (e.g. base seed, epoch, rank)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
-
-
-def fresh_seed():
-    """An unpredictable seed, for runs with SEED < 0."""
-    return int(np.random.SeedSequence().generate_state(1)[0])
