@@ -80,8 +80,10 @@ def setup_run(cfg, cfg_file, phase):
     log, and choose the device and precision."""
     dist_ctx = init_distributed()
     logger, output_dir, tb_log_dir = create_logger(cfg, cfg_file, phase, dist_ctx.rank)
-    logger.info('%s: %s, %d process(es); outputs in %s', phase, cfg_file,
-                dist_ctx.world_size, output_dir)
+    logger.info('%s: %s, %d process(es)%s; outputs in %s', phase, cfg_file,
+                dist_ctx.world_size, ' ({})'.format(torch.distributed.get_backend())
+                if torch.distributed.is_available() and torch.distributed.is_initialized()
+                else '', output_dir)
     configure_backends(cfg)
     device, gpus = select_device(cfg, dist_ctx)
     precision = Precision(cfg, device)
