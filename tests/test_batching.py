@@ -57,7 +57,7 @@ def test_batch_encoder_equals_the_numpy_encoder(image_size, heatmap_size, sigma)
     assert target.dtype == weight.dtype == torch.float32
     batch_target, batch_weight = codec.encode(joints, vis)   # numpy, also batch-wise
     np.testing.assert_array_equal(weight.numpy(), batch_weight)
-    np.testing.assert_allclose(target.numpy(), batch_target, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(target.numpy(), batch_target)   # bit for bit
     for i in range(n):   # and the per-sample numpy of the dataset items
         ref_target, ref_weight = codec.encode(joints[i], vis[i])
         np.testing.assert_allclose(target[i].numpy(), ref_target, rtol=0, atol=1e-6)
@@ -90,7 +90,7 @@ def test_device_batches_equal_the_public_items(sample, color_rgb):
         assert raw[0].dtype == torch.uint8 and raw[0].shape[1:] == (128, 96, 3)
         f_input, f_target, f_weight, f_meta = batcher(raw)
         assert torch.equal(f_input, input)                # bit for bit
-        torch.testing.assert_close(f_target, target, rtol=0, atol=1e-6)
+        assert torch.equal(f_target, target)
         assert torch.equal(f_weight, weight)
         assert f_meta.keys() == meta.keys()
         for key in ('joints', 'joints_vis', 'center', 'scale', 'rotation', 'score'):
@@ -158,3 +158,60 @@ def test_reduced_decode_gives_close_crops_and_the_same_joints(sample):
             assert np.abs(ref.astype(float) - b['crop']).mean() < 1.5
         assert np.abs(a['crop'].astype(float) - b['crop']).mean() < 10
     assert max(factors) >= 2
+
+
+class ScalarLog:
+    """A TensorBoard writer stand-in that keeps what it is given."""
+
+    def __init__(self):
+        self.scalars = []
+
+    def add_scalar(self, name, value, step):
+        self.scalars.append((name, value, step))
+
+
+def test_fast_path_training_gives_the_losses_of_the_item_path(sample):
+    """Every opt-in off, CPU float32, same seed: the training losses of the fast path
+    (train_one_epoch, device batches, loss read at PRINT_FREQ 1) are those of the
+    loop before it (public items, loss.item() per iteration)."""
+    import models
+    from core.function import train_one_epoch
+    from core.loss import JointsMSELoss
+    from runner.setup import get_optimizer
+    from utils.seeding import seed_everything
+
+    cfg = coco_config(sample, 'MODEL.IMAGE_SIZE', '[48, 64]', 'MODEL.EXTRA.HEATMAP_SIZE',
+                      '[12, 16]', 'MODEL.NAME', 'pose_hsrnet', 'MODEL.PRETRAINED', "''",
+                      'MODEL.INIT_WEIGHTS', 'false', 'PRINT_FREQ', '1',
+                      'DEBUG.DEBUG', 'false')
+    ds = build_dataset(cfg, 'train2017', True)
+    criterion = JointsMSELoss(True)
+
+    def fresh():
+        seed_everything(11)
+        model = models.build_model(cfg, is_train=True)
+        return model, get_optimizer(cfg, model)
+
+    model, optimizer = fresh()
+    before = []
+    loader = EpochSeededLoader(ds, 4, 0, True, 5, DistContext(), False)
+    for epoch in range(1):
+        loader.set_epoch(epoch)
+        model.train()
+        for input, target, weight, _ in loader:
+            loss = criterion(model(input), target, weight)
+            before.append(loss.item())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    model, optimizer = fresh()
+    log = ScalarLog()
+    loader = EpochSeededLoader(ds, 4, 0, True, 5, DistContext(), False,
+                               batcher=DeviceBatcher(cfg, torch.device('cpu')))
+    for epoch in range(1):
+        loader.set_epoch(epoch)
+        train_one_epoch(cfg, loader, model, criterion, optimizer, epoch, '', writer=log)
+    after = [value for name, value, _ in log.scalars if name == 'train_loss']
+    assert len(after) == len(before) >= 3
+    assert after == before

@@ -167,8 +167,8 @@ class HeatmapCodec:
     def encode_torch(self, joints, joints_vis):
         """`encode` for a batch of torch tensors on any device (the training device
         builds the targets of a whole batch in a few vectorised ops, see
-        dataset.batching): joints (..., J, >=2) in crop pixels, float64 for results
-        equal to `encode` (to float32 rounding of exp), joints_vis (..., J) or
+        dataset.batching): joints (..., J, >=2) in crop pixels (float64, as `encode`
+        computes: then the results are bit for bit `encode`'s), joints_vis (..., J) or
         (..., J, k). Returns target (..., J, H, W) and target_weight (..., J, 1),
         float32 tensors on the joints' device."""
         import torch
@@ -186,12 +186,27 @@ class HeatmapCodec:
         mu = mu.float()
         dx = torch.arange(width, dtype=torch.float32, device=device) - mu[..., :1]
         dy = torch.arange(height, dtype=torch.float32, device=device) - mu[..., 1:]
-        denominator = 2 * self.sigma ** 2
-        gx = torch.where(dx.abs() <= radius, torch.exp(-dx ** 2 / denominator), 0.0)
-        gy = torch.where(dy.abs() <= radius, torch.exp(-dy ** 2 / denominator), 0.0)
+        # mu is a whole number, so the offsets are too: the Gaussian's values come
+        # from a table computed by `encode`'s own numpy expression (bit for bit the
+        # same targets; torch's exp may differ from numpy's in the last bit)
+        table = torch.from_numpy(self._profile_table()).to(device)
+        last = table.numel() - 1
+
+        def profile(d):
+            inside = d.abs() <= radius
+            index = d.abs().clamp(max=last).long()
+            return torch.where(inside, table[index], 0.0)
+
+        gx, gy = profile(dx), profile(dy)
         gx = gx * (weight > 0.5).unsqueeze(-1)
         target = gy.unsqueeze(-1) * gx.unsqueeze(-2)
         return target, weight.unsqueeze(-1)
+
+    def _profile_table(self):
+        """exp(-d^2 / (2 sigma^2)) for whole offsets d = 0 .. 3 sigma, float32, by the
+        expression `encode` evaluates."""
+        d = np.arange(int(np.floor(self.sigma * 3)) + 1, dtype=np.float32)
+        return np.exp(-d ** 2 / (2 * self.sigma ** 2)).astype(np.float32)
 
     # -- test time ------------------------------------------------------------------
 
