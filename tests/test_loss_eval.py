@@ -291,3 +291,32 @@ def test_save_debug_images_writes_all_four(tmp_path):
     hm = cv2.imread(prefix + '_hm_gt.jpg')
     # 3 rows of crop + 4 heatmaps, 8x6 heatmaps shown 6x larger, 1 px padding
     assert hm.shape[:2] == (1 + 3 * 49, 1 + 5 * 37)
+
+
+def test_training_window_names_the_first_non_finite_loss_and_its_window():
+    from core.function import TrainingWindow
+    from utils.errors import NonFiniteLossError
+    window = TrainingWindow(torch.device('cpu'))
+    one = torch.tensor(1.0)
+    for i in range(3):
+        window.add(i, torch.tensor(0.5 * (i + 1)), 2, torch.tensor(0.25), one)
+    loss_sum, count, acc_sum, acc_count = window.read(epoch=4, iteration=2)
+    assert (loss_sum, count, acc_sum, acc_count) == (6.0, 6.0, 0.75, 3.0)
+    for i, value in zip(range(3, 8), [0.1, float('inf'), float('nan'), 0.2, 0.3]):
+        window.add(i, torch.tensor(value), 2, torch.tensor(0.5), one)
+    with pytest.raises(NonFiniteLossError,
+                       match=r'^loss is inf at epoch 4, iteration 4 \(iterations 3-7'):
+        window.read(epoch=4, iteration=7)
+
+
+def test_accuracy_on_device_equals_accuracy():
+    from core.evaluate import accuracy_on_device
+    g = torch.Generator().manual_seed(0)
+    for trial in range(10):
+        output = torch.rand(5, 17, 8, 6, generator=g) - 0.3
+        target = torch.rand(5, 17, 8, 6, generator=g) * (torch.rand(5, 17, 1, 1, generator=g) > 0.3)
+        if trial == 0:
+            target.zero_()
+        _, avg_acc, cnt, _ = accuracy(output, target)
+        device_acc, device_cnt = accuracy_on_device(output, target)
+        assert device_acc.item() == pytest.approx(avg_acc, abs=1e-6) and device_cnt.item() == cnt
