@@ -231,7 +231,7 @@ def test_bf16_is_never_chosen_on_a_cpu_without_native_bf16(caplog):
     assert out.dtype == torch.float32 and precision.describe().startswith('float32')
 
 
-@pytest.mark.parametrize('capability,channels_last', [('AVX512', True), ('AVX2', False),
+@pytest.mark.parametrize('capability,channels_last', [('AVX512', True), ('AVX2', True),
                                                       ('DEFAULT', False)])
 def test_cpu_auto_chooses_the_memory_format_from_the_cpu(capability, channels_last):
     cfg = get_default_config()

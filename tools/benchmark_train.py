@@ -16,7 +16,9 @@ Data pipeline figures (training, with augmentation, shuffled), per worker count:
           targets of the batch by dataset.batching.DeviceBatcher on the device
   crops+  the fast path with the opt-in decode savings: DATASET.GROUP_BY_IMAGE and
           DATASET.REDUCED_DECODE
-each with the bytes per sample that leave the workers. Model step: a training
+each with the bytes per sample that leave the workers; samples/s are what the
+workers deliver, the device's share of the fast paths is timed apart (ms per batch:
+on a GPU it overlaps the workers, on the CPU it is main-process time). Model step: a training
 step on a batch already on the device, float32 and bfloat16 autocast (bfloat16
 only where the device has it natively: on other CPUs it is 10-20x slower and the
 scripts never choose it). End to end: the fast path feeding the training step
@@ -99,6 +101,11 @@ def make_bench_set(out_dir, train_images, val_images):
     open(marker, 'w').close()
 
 
+def _sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
 def nbytes(obj):
     """Bytes of the tensors/arrays/strings in a (nested) batch."""
     if isinstance(obj, torch.Tensor):
@@ -115,7 +122,8 @@ def nbytes(obj):
 
 
 def data_figure(cfg, path, workers, args, device):
-    """(samples/s after the first batch, bytes per sample from the workers)."""
+    """(samples/s the workers deliver, after the first batch; bytes per sample from
+    the workers; ms per batch of the device's share, for the fast paths)."""
     cfg = cfg.clone()
     fast = path != 'items'
     if path == 'crops+':
@@ -128,20 +136,26 @@ def data_figure(cfg, path, workers, args, device):
                                persistent_workers=workers > 0)
     batches = max(2, -(-args.samples // args.batch) + 1)
     raw = itertools.chain.from_iterable(_epochs(loader))
-    timed, start, per_sample = 0, None, None
+    timed, start, kept = 0, None, []
     for batch in itertools.islice(raw, batches):
-        if fast:
-            batch = batcher(batch)   # the device's share of the pipeline
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
         if start is None:   # the first batch pays the workers' start-up
             start = time.perf_counter()
+            per_sample = nbytes(batch) / args.batch
             continue
-        timed += len(batch[3]['image'])
+        timed += args.batch
+        if len(kept) < 3:
+            kept.append(batch)
     rate = timed / (time.perf_counter() - start)
-    first = next(iter(loader.loader))
-    per_sample = nbytes(first) / len(first[-1]['image'] if fast else first[3]['image'])
-    return rate, per_sample
+    device_ms = None
+    if fast:   # the device's share, timed apart (on a GPU it overlaps the workers)
+        batcher(kept[0])
+        _sync(device)
+        begin = time.perf_counter()
+        for batch in kept:
+            batcher(batch)
+        _sync(device)
+        device_ms = (time.perf_counter() - begin) / len(kept) * 1000
+    return rate, per_sample, device_ms
 
 
 def _epochs(loader):
@@ -167,11 +181,6 @@ def train_step_fn(model, criterion, optimizer, precision):
         precision.scaler.step(optimizer)
         precision.scaler.update()
     return step
-
-
-def _sync(device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
 
 
 def model_figure(cfg, args, device, label, dtype_on, dtype):
@@ -278,11 +287,16 @@ def main():
     torch.set_num_threads(torch.get_num_threads())
     for workers in workers_list:
         for path in args.paths.split(','):
-            rate, per_sample = data_figure(cfg, path, workers, args, device)
+            rate, per_sample, device_ms = data_figure(cfg, path, workers, args, device)
             result['data']['{} w{}'.format(path, workers)] = rate
             result['bytes_per_sample'][path] = per_sample
+            if device_ms is not None:
+                result.setdefault('device_ms_per_batch', {})[path] = device_ms
             print('data   {:7s} workers {}: {:8.1f} samples/s  {:9.0f} bytes/sample from '
-                  'the workers'.format(path, workers, rate, per_sample), flush=True)
+                  'the workers{}'.format(path, workers, rate, per_sample,
+                                         '' if device_ms is None else ', then {:.1f} ms per '
+                                         'batch on the device'.format(device_ms)),
+                  flush=True)
     if not args.skip_model:
         data_rate = result['data'].get('crops w{}'.format(max(workers_list)))
         for label, on, dtype in precisions(device):

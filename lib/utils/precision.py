@@ -1,17 +1,16 @@
 """Mixed precision (AMP.ENABLED, AMP.DTYPE) and memory format (CHANNELS_LAST),
 with the CPU's own capabilities taken into account.
 
-On the CPU two settings help on some processors and hurt on others:
-- bfloat16 autocast is fast only where the CPU computes in bfloat16 natively
+- bfloat16 autocast is fast only where the CPU computes bfloat16 natively
   (AVX512-BF16 / AMX); on an AVX2-only CPU it is emulated and runs 10-20x slower
-  than float32. It is therefore never used there: AMP with bfloat16 on such a CPU
-  logs a warning and runs in float32.
-- channels_last: with AVX-512, oneDNN's convolutions in channels_last are several
-  times faster than in the contiguous layout; on an AVX2-only CPU the contiguous
-  layout's batch norm is faster and the convolutions are about even.
-`CPU_AUTO: true` (new, off in the paper's yamls) chooses channels_last from what
-the CPU has (see `cpu_features`) instead of CHANNELS_LAST.
-"""
+  than float32. It is therefore never used there: AMP with bfloat16 (or float16,
+  which becomes bfloat16 on the CPU) on such a CPU logs a warning and runs in float32.
+- `CPU_AUTO: true` (new, off in the paper's yamls) chooses the memory format on the
+  CPU from what it has instead of CHANNELS_LAST: channels_last on x86 CPUs with
+  AVX2 or AVX-512, where oneDNN has channels_last kernels (measured on the demo's
+  training step, AMD EPYC, 2 cores: as fast as or faster than the contiguous layout,
+  AVX-512 and AVX2 alike), the contiguous layout elsewhere (not measured there).
+
 import contextlib
 import logging
 
@@ -34,10 +33,10 @@ def cpu_features():
 
 
 def cpu_prefers_channels_last(features=None):
-    """channels_last pays on CPUs with AVX-512 (measured on an AMD EPYC with
-    AVX-512: 8.4 -> 1.0 s per training step of the demo); not on AVX2-only ones."""
+    """channels_last where oneDNN has channels_last kernels for this CPU (x86 with
+    AVX2 or AVX-512, see the module docstring); the contiguous layout elsewhere."""
     features = features or cpu_features()
-    return features['capability'].startswith('AVX512')
+    return features['capability'].startswith(('AVX2', 'AVX512'))
 
 
 class Precision:
