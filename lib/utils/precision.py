@@ -10,6 +10,7 @@ with the CPU's own capabilities taken into account.
   AVX2 or AVX-512, where oneDNN has channels_last kernels (measured on the demo's
   training step, AMD EPYC, 2 cores: as fast as or faster than the contiguous layout,
   AVX-512 and AVX2 alike), the contiguous layout elsewhere (not measured there).
+"""
 
 import contextlib
 import logging
