@@ -2,6 +2,7 @@
 normalisation and Gaussian targets of the whole batch on the device, equal to the
 public item; the opt-in decode savings (reduced-size JPEG decode, image-grouped
 training order)."""
+import itertools
 import os
 import subprocess
 import sys
@@ -215,3 +216,49 @@ def test_fast_path_training_gives_the_losses_of_the_item_path(sample):
     after = [value for name, value, _ in log.scalars if name == 'train_loss']
     assert len(after) == len(before) >= 3
     assert after == before
+
+
+class FakeGrouped:
+    """image_groups() of 9 images holding 1..3 persons each (18 persons)."""
+
+    def __init__(self):
+        sizes = [1, 2, 3] * 3
+        starts = np.cumsum([0] + sizes[:-1])
+        self.groups = [np.arange(s, s + n) for s, n in zip(starts, sizes)]
+
+    def image_groups(self):
+        return self.groups
+
+    def __len__(self):
+        return 18
+
+
+def test_grouped_sampler_is_a_function_of_seed_epoch_and_rank():
+    from utils.loaders import GroupedDistributedSampler
+    ds = FakeGrouped()
+    image_of = {int(i): g for g, idx in enumerate(ds.groups) for i in idx}
+
+    def order(seed, epoch, rank=0, world=1):
+        sampler = GroupedDistributedSampler(ds, DistContext(rank=rank, world_size=world), seed)
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    one = order(3, 0)
+    assert sorted(one) == list(range(18)) and one == order(3, 0)      # resumable
+    assert one != order(3, 1) and one != order(4, 0)
+    runs = [image_of[i] for i in one]
+    assert len([k for k, _ in itertools.groupby(runs)]) == 9   # each image's persons together
+    assert len(set(runs[:6])) >= 3                               # a batch mixes images
+    shards = [order(3, 0, rank, 4) for rank in range(4)]   # padded to 4 x 5
+    assert [len(s) for s in shards] == [5, 5, 5, 5]
+    assert set().union(*shards) == set(range(18))
+    assert sum(shards, [])[:18] == one                           # contiguous slices
+
+
+def test_scripts_do_not_import_torchvision():
+    code = ('import sys; sys.path[:0] = [{lib!r}, {scripts!r}]; import train, valid; '
+            'import dataset.batching, core.function; print("torchvision" in sys.modules)'
+            ).format(lib=os.path.join(ROOT, 'lib'), scripts=os.path.join(ROOT, 'pose_estimation'))
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         timeout=120, check=True, cwd=ROOT).stdout.split()
+    assert out[-1] == 'False'

@@ -67,6 +67,9 @@ def parse_args():
     parser.add_argument('--batch', type=int, default=16)
     parser.add_argument('--samples', type=int, default=192, help='samples per data figure')
     parser.add_argument('--iters', type=int, default=4, help='timed steps per model figure')
+    parser.add_argument('--cache-mb', type=float, default=0,
+                        help='decoded-image cache per process (default 0: one image, as '
+                             'on a dataset much larger than any cache)')
     parser.add_argument('--paths', default='items,crops,crops+',
                         help='data paths to time (items, crops, crops+)')
     parser.add_argument('--skip-model', action='store_true')
@@ -129,6 +132,7 @@ def data_figure(cfg, path, workers, args, device):
     if path == 'crops+':
         cfg.DATASET.GROUP_BY_IMAGE, cfg.DATASET.REDUCED_DECODE = True, True
     ds = dataset.build_dataset(cfg, cfg.DATASET.TRAIN_SET, True)
+    ds.read_image.max_bytes = int(args.cache_mb * 2 ** 20)
     batcher = DeviceBatcher(cfg, device) if fast else None
     loader = EpochSeededLoader(ds, args.batch, workers, True, 0, DistContext(),
                                pin_memory=device.type == 'cuda', batcher=batcher,
@@ -207,16 +211,22 @@ def model_figure(cfg, args, device, label, dtype_on, dtype):
                                                                      precision, step)
 
 
-def end_to_end_figure(cfg, args, device, workers, built):
+def end_to_end_figure(cfg, args, device, workers, built, items=False):
+    """samples/s of training steps fed by the fast path (or by the public items,
+    `items`: the path before it)."""
     model, optimizer, precision, step = built
     ds = dataset.build_dataset(cfg, cfg.DATASET.TRAIN_SET, True)
+    ds.read_image.max_bytes = int(args.cache_mb * 2 ** 20)
+    batcher = None if items else DeviceBatcher(cfg, device, precision.memory_format)
     loader = EpochSeededLoader(ds, args.batch, workers, True, 0, DistContext(),
-                               pin_memory=device.type == 'cuda',
-                               batcher=DeviceBatcher(cfg, device, precision.memory_format),
+                               pin_memory=device.type == 'cuda', batcher=batcher,
                                persistent_workers=workers > 0)
     batches = itertools.chain.from_iterable(_epochs_device(loader))
     timed, start = 0, None
     for input, target, weight, meta in itertools.islice(batches, args.iters + 1):
+        if items:
+            input = precision.prepare_input(input, device)
+            target, weight = target.to(device), weight.to(device)
         step(input, target, weight)
         _sync(device)
         if start is None:
@@ -304,6 +314,13 @@ def main():
             result['model_step'][label] = rate
             print('model  training step {:9s}: {:8.1f} samples/s'.format(label, rate),
                   flush=True)
+            if label == 'float32' and 'items' in args.paths.split(','):
+                e2e_items = end_to_end_figure(cfg, args, device, max(workers_list), built,
+                                              items=True)
+                result['end_to_end']['float32 items'] = {'rate': e2e_items}
+                print('e2e    {:9s} workers {}: {:8.1f} samples/s fed by the public items '
+                      '(the path before)'.format(label, max(workers_list), e2e_items),
+                      flush=True)
             e2e = end_to_end_figure(cfg, args, device, max(workers_list), built)
             bound = 'data' if data_rate is not None and data_rate < rate else 'model'
             result['end_to_end'][label] = {'rate': e2e, 'bound': bound}
