@@ -110,3 +110,24 @@ def test_device_batches_on_the_gpu_equal_the_cpu(sample):
     torch.testing.assert_close(gpu[0].cpu(), cpu[0], rtol=0, atol=1e-6)
     torch.testing.assert_close(gpu[1].cpu(), cpu[1], rtol=0, atol=1e-6)
     assert torch.equal(gpu[2].cpu(), cpu[2])
+
+
+def test_gpu_decode_and_warp_close_to_opencv(sample):
+    from conftest import coco_config
+    from dataset import build_dataset
+    from dataset.batching import DeviceBatcher
+    from dataset.gpu_decode import available
+    from utils.loaders import collate_samples
+    if not available():
+        pytest.skip('LOADER.GPU_DECODE needs torchvision (not installed)')
+    cfg = coco_config(sample)
+    ds = build_dataset(cfg, 'val2017', False)
+    n = min(len(ds), 6)
+    encoded = collate_samples([ds.load_sample(i, encoded=True) for i in range(n)])
+    plain = collate_samples([ds.load_sample(i, encoded=False) for i in range(n)])
+    batcher = DeviceBatcher(cfg, torch.device('cuda'))
+    gpu, cpu = batcher(encoded), batcher(plain)
+    # inputs are normalised: one grey level is 1 / (255 * std) ~ 0.017
+    grey = (gpu[0] - cpu[0]).abs().mean().item() * 255 * 0.226
+    assert grey < 1.0
+    assert torch.equal(gpu[1], cpu[1]) and torch.equal(gpu[2], cpu[2])

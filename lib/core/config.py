@@ -99,8 +99,10 @@ def _build_defaults():
             REDUCED_DECODE=False,
         ),
         # new: how batches reach the device. PIN_MEMORY: pinned batches when on
-        # CUDA (as before); PREFETCH_FACTOR 0 = PyTorch's default.
-        LOADER=C(PIN_MEMORY=True, PERSISTENT_WORKERS=False, PREFETCH_FACTOR=0),
+        # CUDA (as before); PREFETCH_FACTOR 0 = PyTorch's default; GPU_DECODE: JPEG
+        # decode and crops on the GPU (needs CUDA and torchvision; dataset/gpu_decode.py).
+        LOADER=C(PIN_MEMORY=True, PERSISTENT_WORKERS=False, PREFETCH_FACTOR=0,
+                 GPU_DECODE=False),
         # new: GPU speed settings (off: as the original). FUSED_OPTIMIZER: fused Adam
         # (also on the CPU); COMPILE: torch.compile the model.
         SPEED=C(FUSED_OPTIMIZER=False, COMPILE=False),

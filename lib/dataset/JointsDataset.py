@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from core.codec import HeatmapCodec
+from dataset.gpu_decode import available as gpu_decode_available
 from evaluation import PosePredictions
 from utils.arrays import group_indices
 from utils.errors import ConfigError, DataError, ImageNotFoundError
@@ -194,6 +195,11 @@ class JointsDataset(Dataset):
         self.num_joints = self.keypoints.num_joints
         self.flip_pairs = [list(pair) for pair in self.keypoints.flip_pairs]
         self.read_image = ImageCache(self._decode_image)
+        # LOADER.GPU_DECODE: the workers send JPEG bytes, held in RAM here
+        self.gpu_decode = bool(cfg.LOADER.GPU_DECODE) and gpu_decode_available()
+        if cfg.LOADER.GPU_DECODE and not self.gpu_decode:
+            logger.info('LOADER.GPU_DECODE: needs CUDA and torchvision; decoding on the CPU')
+        self.read_bytes = ImageCache(self._read_file, max_bytes=256 << 20)
 
     def _check_config(self, cfg):
         native = self.native_keypoints.num_joints
@@ -203,6 +209,13 @@ class JointsDataset(Dataset):
         if self.data_format != 'jpg':
             raise ConfigError("DATASET.DATA_FORMAT: only 'jpg' (image files on disk) is "
                               "supported, got {!r}".format(self.data_format))
+
+    def _read_file(self, path):
+        if not os.path.isfile(path):
+            raise ImageNotFoundError('image not found: {} (expected layout {})'.format(
+                path, self.image_layout))
+        with open(path, 'rb') as f:
+            return np.frombuffer(f.read(), dtype=np.uint8)
 
     def _decode_image(self, path):
         if isinstance(path, tuple):   # (path, factor): DATASET.REDUCED_DECODE
@@ -270,7 +283,7 @@ class JointsDataset(Dataset):
         """The public item (input, target, target_weight, meta): the crop normalised
         and its Gaussian targets, per sample with numpy (the scripts instead batch
         `load_sample` items and do that work on the device, see dataset.batching)."""
-        sample = self.load_sample(idx)
+        sample = self.load_sample(idx, encoded=False)
         crop = sample.pop('crop')
         if self.color_rgb:
             crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
@@ -291,11 +304,14 @@ class JointsDataset(Dataset):
             factor *= 2
         return factor
 
-    def load_sample(self, idx):
+    def load_sample(self, idx, encoded=None):
         """The worker's share of an item: decode, augment and crop. A dict with
         'crop' uint8 (H, W, 3) in the decoder's BGR order, and the meta fields
         'joints' (J, 3) in crop pixels, 'joints_vis', 'center', 'scale',
-        'rotation', 'score', 'image', 'filename', 'imgnum'."""
+        'rotation', 'score', 'image', 'filename', 'imgnum'. With `encoded`
+        (default: LOADER.GPU_DECODE where it is available) no decode: 'jpeg', the
+        file's bytes (uint8), and 'warp', the 2x3 image -> crop matrix, instead of
+        'crop' (dataset.gpu_decode cuts the crop on the GPU)."""
         rec = self.db[idx]
         joints, joints_vis = rec['joints_3d'].copy(), rec['joints_3d_vis'].copy()
         center, scale = rec['center'].copy(), rec['scale'].copy()
@@ -303,8 +319,16 @@ class JointsDataset(Dataset):
         if self.is_train:
             scale_mult, rotation, flip = self._augmentation()
             scale = scale * scale_mult
-        factor = self._decode_factor(scale)
-        if factor == 1:
+        encoded = self.gpu_decode if encoded is None else encoded
+        factor = 1 if encoded else self._decode_factor(scale)
+        crop = None
+        if encoded:
+            jpeg = self.read_bytes(rec['image'])
+            image_width = jpeg_width(rec['image'])
+            if image_width is None:
+                raise DataError('cannot decode image {} (LOADER.GPU_DECODE reads JPEG '
+                                'files only)'.format(rec['image']))
+        elif factor == 1:
             image = self.read_image(rec['image'])
             image_width = image.shape[1]
         else:
@@ -312,7 +336,11 @@ class JointsDataset(Dataset):
         if flip:
             joints, joints_vis = fliplr_joints(joints, joints_vis, image_width, self.flip_pairs)
             center[0] = image_width - center[0] - 1
-        if factor == 1:
+        if encoded:   # the matrix of crop_image, applied on the GPU
+            trans = get_affine_transform(center, scale, rotation, self.image_size)
+            warp = trans @ np.array([[-1.0, 0.0, image_width - 1], [0.0, 1.0, 0.0],
+                                     [0.0, 0.0, 1.0]]) if flip else trans
+        elif factor == 1:
             crop, trans = crop_image(image, center, scale, rotation, self.image_size, flip)
         else:
             crop, trans = reduced_crop(image, image_width, factor, center, scale, rotation,
@@ -320,8 +348,9 @@ class JointsDataset(Dataset):
         visible = joints_vis[:, :1] > 0.0
         joints[:, :2] = np.where(visible, affine_transform_points(joints[:, :2], trans),
                                  joints[:, :2])
+        sample = {'crop': crop} if not encoded else {'jpeg': jpeg, 'warp': warp}
         return {
-            'crop': crop,
+            **sample,
             'image': rec['image'],
             'filename': rec.get('filename', ''),
             'imgnum': rec.get('imgnum', 0),

@@ -46,6 +46,10 @@ class DeviceBatcher:
 
     def __call__(self, batch):
         crops, meta = batch
+        if isinstance(crops, list):   # LOADER.GPU_DECODE: JPEG bytes and crop matrices
+            from .gpu_decode import decode_jpegs, warp_batch
+            crops = warp_batch(decode_jpegs(crops, self.device), meta['warp'],
+                               self.codec.image_size)
         input = self.images(crops)
         if not self.targets:
             return input, None, None, meta

@@ -35,9 +35,15 @@ class SampleView(Dataset):
 
 def collate_samples(samples):
     """load_sample dicts -> (crops uint8 tensor (N, H, W, 3), meta collated as the
-    DataLoader collates the public item's meta)."""
-    crops = torch.from_numpy(np.stack([s['crop'] for s in samples]))
-    meta = default_collate([{k: v for k, v in s.items() if k != 'crop'} for s in samples])
+    DataLoader collates the public item's meta). With LOADER.GPU_DECODE the samples
+    hold JPEG bytes instead of crops: (list of uint8 arrays, meta with 'warp')."""
+    if 'crop' in samples[0]:
+        crops = torch.from_numpy(np.stack([s['crop'] for s in samples]))
+        skip = 'crop'
+    else:
+        crops = [s['jpeg'] for s in samples]
+        skip = 'jpeg'
+    meta = default_collate([{k: v for k, v in s.items() if k != skip} for s in samples])
     return crops, meta
 
 
