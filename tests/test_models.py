@@ -213,6 +213,9 @@ YAMLS = sorted(glob.glob(os.path.join(EXPERIMENTS, '*', '*', '*.yaml')))
 
 def test_all_experiments_are_there():
     names = {os.path.relpath(path, EXPERIMENTS) for path in YAMLS}
+    speed = {n for n in names if n.endswith('_gpu_speed.yaml')}   # new: speed variants
+    assert speed == {'coco/hsrnet59/256x192_d256x3_adam_lr1e-3_gpu_speed.yaml'}
+    names -= speed
     assert len(names) == 24
     assert 'coco/hsr-msnet161/384x288_d256x3_adam_lr1e-3.yaml' in names
     assert 'mpii/resnet152/384x384_d256x3_adam_lr1e-3.yaml' in names
