@@ -30,9 +30,8 @@ def get_final_preds(config, batch_heatmaps, center, scale):
 def predict_heatmaps(model, images, flip_pairs=None, shift_heatmap=False, precision=None):
     """Heatmaps (float32) of a batch of crops; with `flip_pairs` the flip test:
     the mirrored crops go through the network too (a second forward pass), their
-    heatmaps are flipped
-    back (and shifted one pixel right with `shift_heatmap`, TEST.SHIFT_HEATMAP)
-    and averaged with the plain ones. `precision` (utils.precision.Precision)
+    heatmaps are flipped back (and shifted one pixel right with `shift_heatmap`,
+    TEST.SHIFT_HEATMAP) and averaged with the plain ones. `precision` (utils.precision.Precision)
     gives the autocast; None runs in the model's own dtype."""
     autocast = precision.autocast() if precision is not None else torch.autocast(
         images.device.type, enabled=False)
