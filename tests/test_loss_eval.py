@@ -320,3 +320,12 @@ def test_accuracy_on_device_equals_accuracy():
         _, avg_acc, cnt, _ = accuracy(output, target)
         device_acc, device_cnt = accuracy_on_device(output, target)
         assert device_acc.item() == pytest.approx(avg_acc, abs=1e-6) and device_cnt.item() == cnt
+
+
+def test_cpu_malloc_cache_applies_in_a_fresh_process():
+    script = ('import sys; sys.path.insert(0, {!r}); from utils.cpu_memory import '
+              'keep_freed_memory; import numpy as np; ok = keep_freed_memory(); '
+              'a = np.ones(1 << 24); del a; print(ok)').format(os.path.join(ROOT, 'lib'))
+    out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split()
+    assert out == [str(sys.platform.startswith('linux'))]

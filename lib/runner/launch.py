@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from runner.setup import configure_backends, create_logger, select_device
+from utils.cpu_memory import keep_freed_memory
 from utils.distributed import DistContext, init_distributed, shutdown_distributed
 from utils.errors import ConfigError, DataError, NonFiniteLossError
 from utils.precision import Precision
@@ -86,6 +87,8 @@ def setup_run(cfg, cfg_file, phase):
                 else '', output_dir)
     configure_backends(cfg)
     device, gpus = select_device(cfg, dist_ctx)
+    if device.type == 'cpu' and cfg.SPEED.CPU_MALLOC_CACHE and keep_freed_memory():
+        logger.info('SPEED.CPU_MALLOC_CACHE: freed memory is kept for reuse')
     precision = Precision(cfg, device)
     logging.getLogger(__name__).info('device %s (%s)', device, precision.describe())
     return RunContext(cfg, dist_ctx, device, gpus, output_dir, tb_log_dir, precision)
