@@ -48,6 +48,7 @@ from dataset.batching import DeviceBatcher  # noqa: E402
 from runner.cli import add_opts, base_parser, load_fresh_config  # noqa: E402
 from runner.launch import SETUP_ERRORS, report_error  # noqa: E402
 from runner.setup import get_optimizer  # noqa: E402
+from utils.cpu_memory import keep_freed_memory  # noqa: E402
 from utils.distributed import DistContext  # noqa: E402
 from utils.loaders import EpochSeededLoader, build_val_loader  # noqa: E402
 from utils.precision import Precision, cpu_features  # noqa: E402
@@ -284,6 +285,8 @@ def main():
     except SETUP_ERRORS as error:
         return report_error(error, 2)
     device = torch.device('cuda') if torch.cuda.is_available() else torch.device('cpu')
+    if device.type == 'cpu' and cfg.SPEED.CPU_MALLOC_CACHE:
+        keep_freed_memory()   # as the scripts do (runner.launch.setup_run)
     workers_list = [int(w) for w in args.workers.split(',')]
     features = cpu_features()
     where = torch.cuda.get_device_name(device) if device.type == 'cuda' else \
