@@ -15,10 +15,13 @@ import os
 import shlex
 import sys
 
+import torch
+
 import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 
 import dataset
 import models
+from dataset.batching import DeviceBatcher
 from core.config import get_model_name
 from core.function import train_one_epoch, validate_model
 from core.loss import JointsMSELoss
@@ -29,7 +32,7 @@ from utils.checkpoint import load_pose_checkpoint, read_checkpoint, save_atomic,
     save_checkpoint
 from utils.distributed import all_reduce_sum, barrier, broadcast_object
 from utils.errors import ConfigError, NonFiniteLossError
-from utils.loaders import EpochSeededLoader, build_val_loader
+from utils.loaders import EpochSeededLoader, build_val_loader, loader_options
 from utils.modules import unwrap_model
 from utils.preemption import StopSignals, TrainingStopped
 from utils.preflight import check_model_output
@@ -58,6 +61,8 @@ class Trainer:
         self.model = wrap_model(ctx.precision.prepare_model(self.model), ctx.device,
                                 ctx.gpus, ctx.dist)
         check_model_output(cfg, unwrap_model(self.model), ctx.device)
+        if cfg.SPEED.COMPILE:   # in place: state_dict keys stay as they are
+            unwrap_model(self.model).compile()
         self.criterion = JointsMSELoss(cfg.LOSS.USE_TARGET_WEIGHT).to(ctx.device)
         self.optimizer = get_optimizer(cfg, self.model)
         self.scheduler = get_lr_scheduler(cfg, self.optimizer)
@@ -76,13 +81,18 @@ class Trainer:
 
         self.train_dataset = dataset.build_dataset(cfg, cfg.DATASET.TRAIN_SET, True)
         self.val_dataset = dataset.build_dataset(cfg, cfg.DATASET.TEST_SET, False)
+        # the fast path: uint8 crops from the workers, the rest on the device
+        options = loader_options(cfg, ctx.device)
         self.train_loader = EpochSeededLoader(
             self.train_dataset, cfg.TRAIN.BATCH_SIZE * ctx.replicas, cfg.WORKERS,
-            cfg.TRAIN.SHUFFLE, self.data_seed, ctx.dist, ctx.pin_memory)
+            cfg.TRAIN.SHUFFLE, self.data_seed, ctx.dist,
+            batcher=DeviceBatcher(cfg, ctx.device, ctx.precision.memory_format),
+            group_by_image=cfg.DATASET.GROUP_BY_IMAGE, **options)
         if self.begin_batch:
             self._check_mid_epoch_resume()
-        self.val_loader = build_val_loader(self.val_dataset, cfg.TEST.BATCH_SIZE * ctx.replicas,
-                                           cfg.WORKERS, ctx.dist, ctx.pin_memory)
+        self.val_loader = build_val_loader(
+            self.val_dataset, cfg.TEST.BATCH_SIZE * ctx.replicas, cfg.WORKERS, ctx.dist,
+            batcher=DeviceBatcher(cfg, ctx.device, ctx.precision.memory_format), **options)
         self.writer = TensorBoardWriter(ctx.tb_log_dir) if ctx.dist.is_main else None
         logger.info('%d training and %d validation samples; epochs %d..%d; data seed %d',
                     len(self.train_dataset), len(self.val_dataset), self.begin_epoch,
@@ -148,6 +158,16 @@ class Trainer:
         return [self.cfg.TRAIN.LR * self.cfg.TRAIN.LR_FACTOR ** drops
                 for _ in self.optimizer.param_groups]
 
+    def _check_weights(self, epoch):
+        """Never write a checkpoint with non-finite weights."""
+        bad = [name for name, value in unwrap_model(self.model).state_dict().items()
+               if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+        if bad:
+            raise NonFiniteLossError('weights are not finite in epoch {} ({}{}); training '
+                                     'stopped, the last checkpoint ({}) is kept'.format(
+                                         epoch, bad[0], ' and {} more'.format(len(bad) - 1)
+                                         if len(bad) > 1 else '', self.checkpoint_path))
+
     def _state(self, epoch, batch, perf):
         """A resumable checkpoint: training goes on at batch `batch` of `epoch`."""
         return {
@@ -167,6 +187,7 @@ class Trainer:
         }
 
     def _save(self, epoch, perf):
+        self._check_weights(epoch)
         is_best = perf > self.best_perf
         self.best_perf = max(self.best_perf, perf)
         self.last_perf = perf
@@ -176,6 +197,7 @@ class Trainer:
 
     def _save_mid_epoch(self, epoch, batch):
         if self.ctx.dist.is_main:
+            self._check_weights(epoch)
             logger.info('saving checkpoint to %s (epoch %d, batch %d of %d)', self.checkpoint_path,
                         epoch, batch, self.train_loader.batches_per_epoch)
             save_checkpoint(self._state(epoch, batch, self.last_perf), False,

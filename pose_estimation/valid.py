@@ -18,6 +18,7 @@ import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 
 import dataset
 import models
+from dataset.batching import DeviceBatcher
 from core.function import validate_model
 from core.heatmap_cache import DTYPES
 from core.loss import JointsMSELoss
@@ -27,7 +28,7 @@ from runner.setup import wrap_model
 from utils.checkpoint import load_pose_checkpoint
 from utils.distributed import DistContext
 from utils.errors import ConfigError
-from utils.loaders import build_val_loader
+from utils.loaders import build_val_loader, loader_options
 from utils.modules import unwrap_model
 from utils.preflight import check_model_output
 
@@ -119,8 +120,10 @@ class Validator:
                                                         else 4)
             logger.info('heatmaps (%s, %.1f MB, also held in memory) will be saved to %s',
                         self.heatmaps_dtype, size / 2 ** 20, self.heatmaps_file)
-        self.val_loader = build_val_loader(self.val_dataset, cfg.TEST.BATCH_SIZE * ctx.replicas,
-                                           cfg.WORKERS, ctx.dist, ctx.pin_memory)
+        self.val_loader = build_val_loader(
+            self.val_dataset, cfg.TEST.BATCH_SIZE * ctx.replicas, cfg.WORKERS, ctx.dist,
+            batcher=DeviceBatcher(cfg, ctx.device, ctx.precision.memory_format),
+            **loader_options(cfg, ctx.device))
 
     def run(self):
         ctx = self.ctx

@@ -40,10 +40,10 @@ RESULTS = os.path.join('results', 'keypoints_val2017_results.json')
 TIMEOUT = 120
 
 
-def run_script(script, args, nproc=1, env=None, timeout=TIMEOUT):
-    """Run pose_estimation/<script> (under torchrun for nproc > 1)."""
+def run_script(script, args, nproc=1, env=None, timeout=TIMEOUT, torchrun=False):
+    """Run pose_estimation/<script> (under torchrun for nproc > 1 or `torchrun`)."""
     path = os.path.join(ROOT, 'pose_estimation', script)
-    if nproc > 1:
+    if nproc > 1 or torchrun:
         command = [sys.executable, '-m', 'torch.distributed.run', '--standalone',
                    '--nproc_per_node', str(nproc), path]
     else:

@@ -1,6 +1,8 @@
 """Unit tests of the training machinery: loss, accuracy, optimizer and schedule,
 seeded loaders, gathering across ranks, precision, progress line, debug images."""
 import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
+from conftest import ROOT
 from core.config import ConfigError, get_default_config
 from core.evaluate import accuracy
 from core.loss import JointsMSELoss
@@ -206,13 +209,47 @@ def test_merge_in_dataset_order_drops_padding_duplicates():
 def test_fp16_on_cpu_becomes_bf16():
     cfg = get_default_config()
     cfg.AMP.ENABLED, cfg.AMP.DTYPE, cfg.CHANNELS_LAST = True, 'float16', True
-    precision = Precision(cfg, torch.device('cpu'))
+    precision = Precision(cfg, torch.device('cpu'),
+                          features={'capability': 'AVX512', 'native_bf16': True})
     assert precision.dtype == torch.bfloat16 and not precision.scaler.is_enabled()
     with precision.autocast():
         out = torch.nn.Linear(4, 4)(torch.ones(2, 4))
     assert out.dtype == torch.bfloat16
     images = precision.prepare_input(torch.ones(1, 3, 4, 4), torch.device('cpu'))
     assert images.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_bf16_is_never_chosen_on_a_cpu_without_native_bf16(caplog):
+    cfg = get_default_config()
+    cfg.AMP.ENABLED, cfg.AMP.DTYPE = True, 'bfloat16'
+    with caplog.at_level('WARNING', logger='utils.precision'):
+        precision = Precision(cfg, torch.device('cpu'),
+                              features={'capability': 'AVX2', 'native_bf16': False})
+    assert not precision.enabled and 'no native bfloat16' in caplog.text
+    with precision.autocast():
+        out = torch.nn.Linear(4, 4)(torch.ones(2, 4))
+    assert out.dtype == torch.float32 and precision.describe().startswith('float32')
+
+
+@pytest.mark.parametrize('capability,channels_last', [('AVX512', True), ('AVX2', True),
+                                                      ('DEFAULT', False)])
+def test_cpu_auto_chooses_the_memory_format_from_the_cpu(capability, channels_last):
+    cfg = get_default_config()
+    cfg.CPU_AUTO, cfg.CHANNELS_LAST = True, not channels_last
+    precision = Precision(cfg, torch.device('cpu'),
+                          features={'capability': capability, 'native_bf16': False})
+    expected = torch.channels_last if channels_last else torch.contiguous_format
+    assert precision.memory_format == expected
+
+
+def test_cpu_features_follow_the_emulation_variables():
+    script = ('import torch, sys; sys.path.insert(0, {!r}); from utils.precision import '
+              'cpu_features; f = cpu_features(); print(f["capability"], f["native_bf16"])'
+              ).format(os.path.join(ROOT, 'lib'))
+    env = dict(os.environ, ATEN_CPU_CAPABILITY='avx2', ONEDNN_MAX_CPU_ISA='AVX2')
+    out = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True,
+                         text=True, timeout=60, check=True).stdout.split()
+    assert out in (['AVX2', 'False'], ['DEFAULT', 'False'])
 
 
 def test_progress_line_reports_speed_and_eta():
@@ -254,3 +291,41 @@ def test_save_debug_images_writes_all_four(tmp_path):
     hm = cv2.imread(prefix + '_hm_gt.jpg')
     # 3 rows of crop + 4 heatmaps, 8x6 heatmaps shown 6x larger, 1 px padding
     assert hm.shape[:2] == (1 + 3 * 49, 1 + 5 * 37)
+
+
+def test_training_window_names_the_first_non_finite_loss_and_its_window():
+    from core.function import TrainingWindow
+    from utils.errors import NonFiniteLossError
+    window = TrainingWindow(torch.device('cpu'))
+    one = torch.tensor(1.0)
+    for i in range(3):
+        window.add(i, torch.tensor(0.5 * (i + 1)), 2, torch.tensor(0.25), one)
+    loss_sum, count, acc_sum, acc_count = window.read(epoch=4, iteration=2)
+    assert (loss_sum, count, acc_sum, acc_count) == (6.0, 6.0, 0.75, 3.0)
+    for i, value in zip(range(3, 8), [0.1, float('inf'), float('nan'), 0.2, 0.3]):
+        window.add(i, torch.tensor(value), 2, torch.tensor(0.5), one)
+    with pytest.raises(NonFiniteLossError,
+                       match=r'^loss is inf at epoch 4, iteration 4 \(iterations 3-7'):
+        window.read(epoch=4, iteration=7)
+
+
+def test_accuracy_on_device_equals_accuracy():
+    from core.evaluate import accuracy_on_device
+    g = torch.Generator().manual_seed(0)
+    for trial in range(10):
+        output = torch.rand(5, 17, 8, 6, generator=g) - 0.3
+        target = torch.rand(5, 17, 8, 6, generator=g) * (torch.rand(5, 17, 1, 1, generator=g) > 0.3)
+        if trial == 0:
+            target.zero_()
+        _, avg_acc, cnt, _ = accuracy(output, target)
+        device_acc, device_cnt = accuracy_on_device(output, target)
+        assert device_acc.item() == pytest.approx(avg_acc, abs=1e-6) and device_cnt.item() == cnt
+
+
+def test_cpu_malloc_cache_applies_in_a_fresh_process():
+    script = ('import sys; sys.path.insert(0, {!r}); from utils.cpu_memory import '
+              'keep_freed_memory; import numpy as np; ok = keep_freed_memory(); '
+              'a = np.ones(1 << 24); del a; print(ok)').format(os.path.join(ROOT, 'lib'))
+    out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split()
+    assert out == [str(sys.platform.startswith('linux'))]

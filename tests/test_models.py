@@ -213,6 +213,9 @@ YAMLS = sorted(glob.glob(os.path.join(EXPERIMENTS, '*', '*', '*.yaml')))
 
 def test_all_experiments_are_there():
     names = {os.path.relpath(path, EXPERIMENTS) for path in YAMLS}
+    speed = {n for n in names if n.endswith('_gpu_speed.yaml')}   # new: speed variants
+    assert speed == {'coco/hsrnet59/256x192_d256x3_adam_lr1e-3_gpu_speed.yaml'}
+    names -= speed
     assert len(names) == 24
     assert 'coco/hsr-msnet161/384x288_d256x3_adam_lr1e-3.yaml' in names
     assert 'mpii/resnet152/384x384_d256x3_adam_lr1e-3.yaml' in names
@@ -238,3 +241,27 @@ def test_experiment_yaml_is_consistent(path):
     long_schedule = (width, height) == (288, 384)
     assert cfg.TRAIN.END_EPOCH == (160 if long_schedule else 140)
     assert cfg.TRAIN.LR_STEP == ([110, 140] if long_schedule else [90, 120])
+
+
+@pytest.mark.parametrize('path', [p for p in YAMLS if not p.endswith('_gpu_speed.yaml')],
+                         ids=lambda p: os.path.relpath(p, EXPERIMENTS))
+def test_paper_yamls_keep_the_speed_settings_off(path):
+    cfg = load_cfg(path)
+    on = [key for key, value in [
+        ('AMP.ENABLED', cfg.AMP.ENABLED), ('CHANNELS_LAST', cfg.CHANNELS_LAST),
+        ('CPU_AUTO', cfg.CPU_AUTO), ('SPEED.FUSED_OPTIMIZER', cfg.SPEED.FUSED_OPTIMIZER),
+        ('SPEED.COMPILE', cfg.SPEED.COMPILE), ('LOADER.GPU_DECODE', cfg.LOADER.GPU_DECODE),
+        ('DATASET.GROUP_BY_IMAGE', cfg.DATASET.GROUP_BY_IMAGE),
+        ('DATASET.REDUCED_DECODE', cfg.DATASET.REDUCED_DECODE)] if value]
+    assert not on
+
+
+def test_gpu_speed_yaml_is_the_paper_yaml_with_speed_settings():
+    paper = load_cfg(os.path.join(EXPERIMENTS, 'coco', 'hsrnet59',
+                                  '256x192_d256x3_adam_lr1e-3.yaml'))
+    speed = load_cfg(os.path.join(EXPERIMENTS, 'coco', 'hsrnet59',
+                                  '256x192_d256x3_adam_lr1e-3_gpu_speed.yaml'))
+    assert speed.AMP.ENABLED and speed.AMP.DTYPE == 'bfloat16' and speed.CHANNELS_LAST
+    assert speed.SPEED.FUSED_OPTIMIZER and speed.LOADER.PERSISTENT_WORKERS
+    for group in ('MODEL', 'TRAIN', 'TEST', 'LOSS'):
+        assert speed[group] == paper[group], group

@@ -5,7 +5,7 @@ mixed precision), and validation persons/s end to end with flip test.
         [--data-root data/sample] [--skip-valid] [opts KEY VALUE ...]
 
 Random inputs of MODEL.IMAGE_SIZE for the network alone; the validation pass
-(data loading, one batched forward of plain + flipped crops, decoding, OKS-NMS,
+(data loading, forward passes of the plain and flipped crops, decoding, OKS-NMS,
 COCO evaluation) runs on --data-root with its detector boxes (default: the
 generated sample, see tools/make_sample_data.py). Weights are the untrained
 initialisation: speed does not depend on them.
@@ -26,6 +26,7 @@ from core.config import get_model_name  # noqa: E402
 from core.function import validate_model  # noqa: E402
 from core.inference import predict_heatmaps  # noqa: E402
 from core.loss import JointsMSELoss  # noqa: E402
+from dataset.batching import DeviceBatcher  # noqa: E402
 from runner.cli import add_opts, base_parser, load_fresh_config  # noqa: E402
 from runner.launch import SETUP_ERRORS, report_error  # noqa: E402
 from utils.distributed import DistContext  # noqa: E402
@@ -122,11 +123,12 @@ def validation_figure(cfg, args, device, output_dir):
     cfg.TEST.FLIP_TEST = True
     cfg.TEST.BATCH_SIZE = args.batch
     val_dataset = dataset.build_dataset(cfg, cfg.DATASET.TEST_SET, False)
-    loader = build_val_loader(val_dataset, args.batch, cfg.WORKERS, DistContext(),
-                              device.type == 'cuda')
-    model = models.build_model(cfg, is_train=False).to(device)
-    criterion = JointsMSELoss(cfg.LOSS.USE_TARGET_WEIGHT)
     precision = Precision(cfg, device)
+    loader = build_val_loader(val_dataset, args.batch, cfg.WORKERS, DistContext(),
+                              device.type == 'cuda',
+                              batcher=DeviceBatcher(cfg, device, precision.memory_format))
+    model = precision.prepare_model(models.build_model(cfg, is_train=False).to(device))
+    criterion = JointsMSELoss(cfg.LOSS.USE_TARGET_WEIGHT)
     start = time.perf_counter()
     validate_model(cfg, loader, val_dataset, model, criterion, output_dir, precision=precision)
     seconds = time.perf_counter() - start

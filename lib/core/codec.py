@@ -164,6 +164,50 @@ class HeatmapCodec:
         target = (gy[..., :, None] * gx[..., None, :]).astype(np.float32)
         return target, target_weight[..., None]
 
+    def encode_torch(self, joints, joints_vis):
+        """`encode` for a batch of torch tensors on any device (the training device
+        builds the targets of a whole batch in a few vectorised ops, see
+        dataset.batching): joints (..., J, >=2) in crop pixels (float64, as `encode`
+        computes: then the results are bit for bit `encode`'s), joints_vis (..., J) or
+        (..., J, k). Returns target (..., J, H, W) and target_weight (..., J, 1),
+        float32 tensors on the joints' device."""
+        import torch
+        device = joints.device
+        width, height = (int(v) for v in self.heatmap_size)
+        size = torch.tensor([width, height], dtype=torch.float64, device=device)
+        stride = torch.as_tensor(self.stride, dtype=torch.float64, device=device)
+        radius = self.sigma * 3
+        vis = joints_vis[..., 0] if joints_vis.dim() == joints.dim() else joints_vis
+        # int(x + 0.5) of the original: truncation toward zero
+        mu = torch.trunc(joints[..., :2].double() / stride + 0.5)
+        outside = ((mu - radius >= size) | (mu + radius + 1 < 0)).any(dim=-1)
+        weight = torch.where(outside, torch.zeros((), dtype=torch.float32, device=device),
+                             vis.float())
+        mu = mu.float()
+        dx = torch.arange(width, dtype=torch.float32, device=device) - mu[..., :1]
+        dy = torch.arange(height, dtype=torch.float32, device=device) - mu[..., 1:]
+        # mu is a whole number, so the offsets are too: the Gaussian's values come
+        # from a table computed by `encode`'s own numpy expression (bit for bit the
+        # same targets; torch's exp may differ from numpy's in the last bit)
+        table = torch.from_numpy(self._profile_table()).to(device)
+        last = table.numel() - 1
+
+        def profile(d):
+            inside = d.abs() <= radius
+            index = d.abs().clamp(max=last).long()
+            return torch.where(inside, table[index], 0.0)
+
+        gx, gy = profile(dx), profile(dy)
+        gx = gx * (weight > 0.5).unsqueeze(-1)
+        target = gy.unsqueeze(-1) * gx.unsqueeze(-2)
+        return target, weight.unsqueeze(-1)
+
+    def _profile_table(self):
+        """exp(-d^2 / (2 sigma^2)) for whole offsets d = 0 .. 3 sigma, float32, by the
+        expression `encode` evaluates."""
+        d = np.arange(int(np.floor(self.sigma * 3)) + 1, dtype=np.float32)
+        return np.exp(-d ** 2 / (2 * self.sigma ** 2)).astype(np.float32)
+
     # -- test time ------------------------------------------------------------------
 
     @staticmethod

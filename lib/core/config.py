@@ -52,6 +52,7 @@ def _build_defaults():
         PRINT_FREQ=20,
         SEED=-1,              # new: >= 0 seeds python/numpy/torch and data order
         CHANNELS_LAST=False,  # new: channels_last memory format for model and input
+        CPU_AUTO=False,       # new: on the CPU, channels_last from the CPU's ISA (precision.py)
         CUDNN=C(BENCHMARK=True, DETERMINISTIC=False, ENABLED=True),
         AMP=C(ENABLED=False,  # new: autocast; bfloat16 is used on the CPU
               DTYPE='float16'),
@@ -92,7 +93,23 @@ def _build_defaults():
             FLIP_PAIRS=[],    # [[left, right], ...] 0-based joint ids
             OKS_SIGMAS=[],    # one OKS constant per joint (COCOeval, OKS-NMS)
             SKELETON=[],      # [[a, b], ...] limbs for drawing
+            # new, speed (off: the original's behaviour). GROUP_BY_IMAGE: training order
+            # shuffles images, the persons of one image follow each other (one decode);
+            # REDUCED_DECODE: JPEGs decoded at 1/2, 1/4, 1/8 size when the crop shrinks
+            # the image that much (changes pixels slightly).
+            GROUP_BY_IMAGE=False,
+            REDUCED_DECODE=False,
         ),
+        # new: how batches reach the device. PIN_MEMORY: pinned batches when on
+        # CUDA (as before); PREFETCH_FACTOR 0 = PyTorch's default; GPU_DECODE: JPEG
+        # decode and crops on the GPU (needs CUDA and torchvision; dataset/gpu_decode.py).
+        LOADER=C(PIN_MEMORY=True, PERSISTENT_WORKERS=False, PREFETCH_FACTOR=0,
+                 GPU_DECODE=False),
+        # new: GPU speed settings (off: as the original). FUSED_OPTIMIZER: fused Adam
+        # (also on the CPU); COMPILE: torch.compile the model. CPU_MALLOC_CACHE (on:
+        # results unchanged): on the CPU, freed memory is kept for the next batch
+        # instead of being faulted in again (utils/cpu_memory.py).
+        SPEED=C(FUSED_OPTIMIZER=False, COMPILE=False, CPU_MALLOC_CACHE=True),
         TRAIN=C(
             LR_FACTOR=0.1,
             LR_STEP=[90, 110],

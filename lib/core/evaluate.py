@@ -42,3 +42,30 @@ def accuracy(output, target, hm_type='gaussian', thr=0.5):
     avg_acc = float(joint_acc[has_joint].mean()) if cnt else 0.0
     acc = np.concatenate([[avg_acc], joint_acc])
     return acc, avg_acc, cnt, pred
+
+
+def accuracy_on_device(output, target, thr=0.5):
+    """`accuracy`'s (avg_acc, cnt) as two 0-d float tensors on the heatmaps' device,
+    without a host sync: the training loop sums them and reads the sum every
+    PRINT_FREQ iterations. Same definition, ties included (first maximum)."""
+    output, target = output.detach().float(), target.detach().float()
+    n, j, height, width = output.shape
+
+    def argmax_xy(heatmaps):
+        flat = heatmaps.reshape(n, j, -1)
+        maxvals, idx = flat.max(dim=2)
+        xy = torch.stack([idx % width, torch.div(idx, width, rounding_mode='floor')], -1)
+        return xy.float() * (maxvals > 0).unsqueeze(-1), maxvals
+
+    pred, _ = argmax_xy(output)
+    gt, gt_maxvals = argmax_xy(target)
+    norm = torch.tensor([height, width], dtype=torch.float32, device=output.device) / 10
+    dists = torch.linalg.vector_norm((pred - gt) / norm, dim=-1)
+    valid = gt_maxvals > 0
+    num_valid = valid.sum(dim=0)
+    num_hits = ((dists < thr) & valid).sum(dim=0)
+    has_joint = num_valid > 0
+    joint_acc = num_hits / num_valid.clamp(min=1)
+    cnt = has_joint.sum().float()
+    avg_acc = torch.where(has_joint, joint_acc, 0.0).sum() / cnt.clamp(min=1)
+    return avg_acc, cnt

@@ -5,16 +5,15 @@
 wrappers for users' scripts.
 """
 import logging
-import math
 import os
 import time
 
 import numpy as np
 import torch
 
-from core.codec import HeatmapCodec
+from core.codec import HeatmapCodec, argmax_coords
 from core.config import get_model_name
-from core.evaluate import accuracy
+from core.evaluate import accuracy, accuracy_on_device
 from core.inference import decode_keypoints, predict_heatmaps
 from evaluation import PosePredictions
 from utils.distributed import (all_gather_objects, all_reduce_sum, broadcast_object,
@@ -33,14 +32,54 @@ def _device_of(model):
     return next(unwrap_model(model).parameters()).device
 
 
-def _check_finite(loss_value, epoch, iteration, device):
-    """Raise on a NaN/infinite loss; under torchrun every rank agrees (the sum over
-    ranks is checked), so that no rank is left waiting in a collective."""
-    total = float(all_reduce_sum([loss_value], device)[0])
-    if not math.isfinite(total):
-        value = loss_value if not math.isfinite(loss_value) else total
-        raise NonFiniteLossError('loss is {} at epoch {}, iteration {}'.format(
-            value, epoch, iteration))
+class TrainingWindow:
+    """Loss and accuracy of the iterations since the last report, summed on the
+    device (no host sync per iteration), and the first non-finite loss met."""
+
+    def __init__(self, device):
+        self.device = device
+        self.start = 0
+        self._reset()
+
+    def _reset(self):
+        zero = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.loss_sum, self.count = zero.clone(), zero.clone()
+        self.acc_sum, self.acc_count = zero.clone(), zero.clone()
+        self.bad_iteration = torch.full((), -1, dtype=torch.int64, device=self.device)
+        self.bad_value = zero.clone()
+
+    def add(self, iteration, loss, n, avg_acc, cnt):
+        loss = loss.detach().double()
+        self.loss_sum += loss * n
+        self.count += n
+        self.acc_sum += avg_acc.double() * cnt
+        self.acc_count += cnt
+        first = (self.bad_iteration < 0) & ~torch.isfinite(loss)
+        self.bad_iteration = torch.where(first, iteration, self.bad_iteration)
+        self.bad_value = torch.where(first, loss, self.bad_value)
+
+    def read(self, epoch, iteration):
+        """One host sync: (loss sum, count, accuracy sum, accuracy count) of the window;
+        raises NonFiniteLossError when a loss of the window (on any rank under
+        torchrun, so that no rank is left waiting in a collective) was NaN or inf."""
+        values = torch.stack([self.loss_sum, self.count, self.acc_sum, self.acc_count,
+                              (self.bad_iteration >= 0).double()])
+        values = all_reduce_sum(values.tolist(), self.device).tolist()
+        bad_iteration, bad_value = int(self.bad_iteration), float(self.bad_value)
+        window = (self.start, iteration)
+        self.start = iteration + 1
+        self._reset()
+        if values[4] > 0:
+            if bad_iteration >= 0:
+                where = 'iteration {}'.format(bad_iteration)
+                value = bad_value
+            else:
+                where, value = 'another rank', float('nan')
+            checked = '' if window[0] == window[1] else \
+                ' (iterations {}-{}, checked every PRINT_FREQ)'.format(*window)
+            raise NonFiniteLossError('loss is {} at epoch {}, {}{}'.format(
+                value, epoch, where, checked))
+        return values[:4]
 
 
 def _is_report_step(step, total, freq):
@@ -50,18 +89,21 @@ def _is_report_step(step, total, freq):
 def train_one_epoch(config, train_loader, model, criterion, optimizer, epoch, output_dir,
                     writer=None, precision=None, start_batch=0, after_step=None):
     """Train `model` for one epoch; rank 0 reports progress every PRINT_FREQ
-    iterations (log, the TensorBoard `writer` when given, DEBUG pictures).
-    Returns the epoch's average loss and accuracy; raises NonFiniteLossError on
-    a NaN/inf loss.
+    iterations (log, the TensorBoard `writer` when given, DEBUG pictures). Loss
+    and accuracy stay on the device between reports (read then: no host sync per
+    iteration). Returns the epoch's average loss and accuracy; raises
+    NonFiniteLossError on a NaN/inf loss, at the report that ends its window,
+    which always comes before the end of the epoch (so before any checkpoint).
 
     `start_batch`: the epoch's batches before it were trained on already (the
     loader skips them; a resumed run). `after_step(done)` is called after each
     step with the number of the epoch's batches done; when it returns True the
-    epoch stops there (a stop request). Samples of images skipped under
-    DATASET.SKIP_BAD_IMAGES are counted in the epoch's summary."""
+    epoch stops there (a stop request; the window is read first). Samples of
+    images skipped under DATASET.SKIP_BAD_IMAGES are counted in the epoch's summary."""
     device = _device_of(model)
     precision = precision or Precision(config, device)
     batch_time, data_time, losses, acc = (AverageMeter() for _ in range(4))
+    window = TrainingWindow(device)
     total = start_batch + len(train_loader)
     skipped = 0
     model.train()
@@ -82,31 +124,34 @@ def train_one_epoch(config, train_loader, model, criterion, optimizer, epoch, ou
         with precision.autocast():
             output = model(input)
         loss = criterion(output, target, target_weight)
-        loss_value = loss.item()
-        _check_finite(loss_value, epoch, i, device)
 
         optimizer.zero_grad(set_to_none=True)
         precision.scaler.scale(loss).backward()
         precision.scaler.step(optimizer)
         precision.scaler.update()
 
-        losses.update(loss_value, input.size(0))
-        _, avg_acc, cnt, pred = accuracy(output, target)
-        acc.update(avg_acc, cnt)
+        window.add(i, loss, input.size(0), *accuracy_on_device(output, target))
         batch_time.update(time.time() - end)
-        end = time.time()
 
-        if get_rank() == 0 and _is_report_step(i, total, config.PRINT_FREQ):
-            logger.info(progress_line('Epoch [{}]'.format(epoch), i + 1, total, batch_time,
-                                      data_time, input.size(0), loss=losses, acc=acc))
-            if writer is not None:
-                step = epoch * total + i + 1
-                writer.add_scalar('train_loss', losses.val, step)
-                writer.add_scalar('train_acc', acc.val, step)
-            stride = input.size(3) / output.size(3)
-            save_debug_images(config, input, meta, target, pred * stride, output,
-                              os.path.join(output_dir, 'debug', 'train_{}'.format(i)))
-        if after_step is not None and after_step(i + 1):
+        stop = after_step is not None and after_step(i + 1)
+        if stop or _is_report_step(i, total, config.PRINT_FREQ):
+            loss_sum, count, acc_sum, acc_count = window.read(epoch, i)
+            losses.update(loss_sum / max(count, 1), count)
+            acc.update(acc_sum / max(acc_count, 1) if acc_count else 0.0, acc_count)
+            if get_rank() == 0:
+                logger.info(progress_line('Epoch [{}]'.format(epoch), i + 1, total, batch_time,
+                                          data_time, input.size(0), loss=losses, acc=acc))
+                if writer is not None:
+                    step = epoch * total + i + 1
+                    writer.add_scalar('train_loss', losses.val, step)
+                    writer.add_scalar('train_acc', acc.val, step)
+                if config.DEBUG.DEBUG:
+                    pred, _ = argmax_coords(output.detach().float().cpu().numpy())
+                    stride = input.size(3) / output.size(3)
+                    save_debug_images(config, input, meta, target, pred * stride, output,
+                                      os.path.join(output_dir, 'debug', 'train_{}'.format(i)))
+        end = time.time()
+        if stop:
             break
     if skipped:
         logger.warning('epoch %d: %d sample(s) of unreadable images skipped on this rank '

@@ -37,18 +37,24 @@ def decode_keypoints(codec, heatmaps, center, scale):
 
 def predict_heatmaps(model, images, flip_pairs=None, shift_heatmap=False, precision=None):
     """Heatmaps (float32) of a batch of crops; with `flip_pairs` the flip test:
-    the mirrored crops go through the network too (one forward of the plain and
-    mirrored crops concatenated), their heatmaps are flipped
-    back (and shifted one pixel right with `shift_heatmap`, TEST.SHIFT_HEATMAP)
-    and averaged with the plain ones. `precision` (utils.precision.Precision)
+    the mirrored crops go through the network too (a second forward pass), their
+    heatmaps are flipped back (and shifted one pixel right with `shift_heatmap`,
+    TEST.SHIFT_HEATMAP) and averaged with the plain ones. `precision` (utils.precision.Precision)
     gives the autocast; None runs in the model's own dtype."""
     autocast = precision.autocast() if precision is not None else torch.autocast(
         images.device.type, enabled=False)
     if flip_pairs is None:
         with autocast:
             return model(images).float()
+    # Two forward passes rather than one of twice the batch: the peak memory of
+    # the activations does not double with the flip test. A batch of one crop
+    # still goes as one pair (oneDNN computes a single image along another path,
+    # last-bit different, and results must not depend on how the set is sharded).
     with autocast:
-        both = model(torch.cat([images, images.flip(3)])).float()
-    heatmaps, mirrored = both.chunk(2)
+        if images.size(0) == 1:
+            heatmaps, mirrored = model(torch.cat([images, images.flip(3)])).float().chunk(2)
+        else:
+            heatmaps = model(images).float()
+            mirrored = model(images.flip(3)).float()
     mirrored = HeatmapCodec.flip_back(mirrored, flip_pairs, shift_heatmap)
     return (heatmaps + mirrored) * 0.5

@@ -26,13 +26,14 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from core.codec import HeatmapCodec
+from dataset.gpu_decode import available as gpu_decode_available
 from evaluation import PosePredictions
 from utils.arrays import group_indices
 from utils.errors import ConfigError, DataError, ImageNotFoundError
 from utils.keypoints import KeypointLayout
 from utils.transforms import (PIXEL_MEAN, PIXEL_STD, PIXEL_STD_DEV,  # noqa: F401  (re-exported)
-                              affine_transform_points, box_to_center_scale, crop_input,
-                              fliplr_joints, normalize_pixels)
+                              affine_transform_points, box_to_center_scale, crop_image,
+                              fliplr_joints, get_affine_transform, normalize_pixels)
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,68 @@ def check_complete(path):
 def pixels_to_tensor(crop):
     """uint8 crop (H, W, 3) -> normalised float32 tensor (3, H, W)."""
     return torch.from_numpy(normalize_pixels(crop))
+
+
+REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                 8: cv2.IMREAD_REDUCED_COLOR_8}
+_SOF_MARKERS = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def jpeg_width(path):
+    """Width in pixels from a JPEG file's frame header, or None when the file is
+    not a JPEG one can read that way (a reduced decode does not tell the full width,
+    which the flip needs)."""
+    try:
+        with open(path, 'rb') as f:
+            data = f.read(1 << 16)
+    except OSError:
+        return None
+    if data[:2] != b'\xff\xd8':
+        return None
+    pos = 2
+    while pos + 9 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        length = int.from_bytes(data[pos + 2:pos + 4], 'big')
+        if marker in _SOF_MARKERS:
+            return int.from_bytes(data[pos + 7:pos + 9], 'big')
+        pos += 2 + length
+    return None
+
+
+def reduced_crop(image, image_width, factor, center, scale, rotation, image_size, flip):
+    """crop_image for an image decoded at 1/factor size (DATASET.REDUCED_DECODE):
+    the same box, the same trans (full-size image -> crop) returned; reduced pixel
+    i covers full pixels factor * i .. factor * i + factor - 1."""
+    trans = get_affine_transform(center, scale, rotation, image_size)
+    warp = trans
+    if flip:
+        mirror = np.array([[-1.0, 0.0, image_width - 1], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+        warp = trans @ mirror
+    half = np.full((2, 1), (factor - 1) / 2)
+    warp = np.concatenate([warp[:, :2] * factor, warp[:, :2] @ half + warp[:, 2:]], axis=1)
+    crop = cv2.warpAffine(image, warp, (int(image_size[0]), int(image_size[1])),
+                          flags=cv2.INTER_LINEAR)
+    return crop, trans
+
+
+class ReducedImage(tuple):
+    """(image decoded at reduced size, full width); `nbytes` for the cache."""
+
+    def __new__(cls, image, width):
+        return super().__new__(cls, (image, width))
+
+    @property
+    def nbytes(self):
+        return self[0].nbytes
+
+    @property
+    def flags(self):
+        return self[0].flags
 
 
 class ImageCache:
@@ -129,6 +192,7 @@ class JointsDataset(Dataset):
         self.codec = HeatmapCodec.from_config(cfg)
         self.db = []
         self._check_config(cfg)
+        self.reduced_decode = bool(cfg.DATASET.get('REDUCED_DECODE', False))
         self.keypoints = KeypointLayout.from_config(cfg, self.native_keypoints) \
             if self.custom_keypoints else self.native_keypoints
         # the original's attributes
@@ -139,6 +203,11 @@ class JointsDataset(Dataset):
         # is skipped with a warning instead of stopping the run
         self.skip_bad_images = cfg.DATASET.SKIP_BAD_IMAGES
         self._warned = set()
+        # LOADER.GPU_DECODE: the workers send JPEG bytes, held in RAM here
+        self.gpu_decode = bool(cfg.LOADER.GPU_DECODE) and gpu_decode_available()
+        if cfg.LOADER.GPU_DECODE and not self.gpu_decode:
+            logger.info('LOADER.GPU_DECODE: needs CUDA and torchvision; decoding on the CPU')
+        self.read_bytes = ImageCache(self._read_file, max_bytes=256 << 20)
 
     def _check_config(self, cfg):
         native = self.native_keypoints.num_joints
@@ -149,7 +218,27 @@ class JointsDataset(Dataset):
             raise ConfigError("DATASET.DATA_FORMAT: only 'jpg' (image files on disk) is "
                               "supported, got {!r}".format(self.data_format))
 
+    def _read_file(self, path):
+        if not os.path.isfile(path):
+            raise ImageNotFoundError('image not found: {} (expected layout {})'.format(
+                path, self.image_layout))
+        with open(path, 'rb') as f:
+            return np.frombuffer(f.read(), dtype=np.uint8)
+
     def _decode_image(self, path):
+        if isinstance(path, tuple):   # (path, factor): DATASET.REDUCED_DECODE
+            path, factor = path
+            width = jpeg_width(path)
+            image = self._decode_image(path) if width is None else cv2.imread(
+                path, REDUCED_FLAGS[factor] | cv2.IMREAD_IGNORE_ORIENTATION)
+            if image is None:
+                raise DataError('cannot decode image {} (corrupt or not an image file)'
+                                .format(path))
+            if width is None:   # not a JPEG: decoded at full size, shrunk here
+                width = image.shape[1]
+                image = cv2.resize(image, None, fx=1 / factor, fy=1 / factor,
+                                   interpolation=cv2.INTER_AREA)
+            return ReducedImage(image, width)
         if not os.path.isfile(path):
             raise ImageNotFoundError('image not found: {} (expected layout {})'.format(
                 path, self.image_layout))
@@ -220,31 +309,81 @@ class JointsDataset(Dataset):
         return float(scale), float(rotation), flip
 
     def __getitem__(self, idx):
-        rec = self.db[idx]
-        image = self._read_checked(rec)
-        if image is None:   # skipped: the loaders' collate_skipping drops it
+        """The public item (input, target, target_weight, meta): the crop normalised
+        and its Gaussian targets, per sample with numpy (the scripts instead batch
+        `load_sample` items and do that work on the device, see dataset.batching)."""
+        sample = self.load_sample(idx, encoded=False)
+        if sample is None:   # a bad image under DATASET.SKIP_BAD_IMAGES
             return None
+        crop = sample.pop('crop')
+        if self.color_rgb:
+            crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+        input = pixels_to_tensor(crop)
+        if self.transform is not None:
+            input = self.transform(input)
+        target, target_weight = self.generate_target(sample['joints'], sample['joints_vis'])
+        return input, torch.from_numpy(target), torch.from_numpy(target_weight), sample
+
+    def _decode_factor(self, scale):
+        """1, 2, 4 or 8: how much smaller the JPEG may be decoded (DATASET.REDUCED_DECODE)
+        so that the crop still shrinks it (the crop's zoom is output width / box width)."""
+        if not self.reduced_decode:
+            return 1
+        shrink = float(scale[0]) * PIXEL_STD / float(self.image_size[0])
+        factor = 1
+        while factor < 8 and shrink >= 2 * factor:
+            factor *= 2
+        return factor
+
+    def load_sample(self, idx, encoded=None):
+        """The worker's share of an item: decode, augment and crop. A dict with
+        'crop' uint8 (H, W, 3) in the decoder's BGR order, and the meta fields
+        'joints' (J, 3) in crop pixels, 'joints_vis', 'center', 'scale',
+        'rotation', 'score', 'image', 'filename', 'imgnum'. With `encoded`
+        (default: LOADER.GPU_DECODE where it is available) no decode: 'jpeg', the
+        file's bytes (uint8), and 'warp', the 2x3 image -> crop matrix, instead of
+        'crop' (dataset.gpu_decode cuts the crop on the GPU)."""
+        rec = self.db[idx]
         joints, joints_vis = rec['joints_3d'].copy(), rec['joints_3d_vis'].copy()
         center, scale = rec['center'].copy(), rec['scale'].copy()
         rotation, flip = 0.0, False
         if self.is_train:
             scale_mult, rotation, flip = self._augmentation()
             scale = scale * scale_mult
-        if flip:
+        encoded = self.gpu_decode if encoded is None else encoded
+        factor = 1 if encoded else self._decode_factor(scale)
+        crop = None
+        if encoded:
+            jpeg = self.read_bytes(rec['image'])
+            image_width = jpeg_width(rec['image'])
+            if image_width is None:
+                raise DataError('cannot decode image {} (LOADER.GPU_DECODE reads JPEG '
+                                'files only)'.format(rec['image']))
+        elif factor == 1:
+            image = self._read_checked(rec)
+            if image is None:   # skipped: the loaders' collate_skipping drops it
+                return None
             image_width = image.shape[1]
+        else:
+            image, image_width = self.read_image((rec['image'], factor))
+        if flip:
             joints, joints_vis = fliplr_joints(joints, joints_vis, image_width, self.flip_pairs)
             center[0] = image_width - center[0] - 1
-        pixels, trans = crop_input(image, center, scale, self.image_size, self.color_rgb,
-                                   rotation, flip)
-        input = torch.from_numpy(pixels)
-        if self.transform is not None:
-            input = self.transform(input)
-
+        if encoded:   # the matrix of crop_image, applied on the GPU
+            trans = get_affine_transform(center, scale, rotation, self.image_size)
+            warp = trans @ np.array([[-1.0, 0.0, image_width - 1], [0.0, 1.0, 0.0],
+                                     [0.0, 0.0, 1.0]]) if flip else trans
+        elif factor == 1:
+            crop, trans = crop_image(image, center, scale, rotation, self.image_size, flip)
+        else:
+            crop, trans = reduced_crop(image, image_width, factor, center, scale, rotation,
+                                       self.image_size, flip)
         visible = joints_vis[:, :1] > 0.0
         joints[:, :2] = np.where(visible, affine_transform_points(joints[:, :2], trans),
                                  joints[:, :2])
-        target, target_weight = self.generate_target(joints, joints_vis)
-        meta = {
+        sample = {'crop': crop} if not encoded else {'jpeg': jpeg, 'warp': warp}
+        return {
+            **sample,
             'index': idx,
             'image': rec['image'],
             'filename': rec.get('filename', ''),
@@ -256,7 +395,6 @@ class JointsDataset(Dataset):
             'rotation': rotation,
             'score': float(rec.get('score', 1.0)),
         }
-        return input, torch.from_numpy(target), torch.from_numpy(target_weight), meta
 
     def generate_target(self, joints, joints_vis):
         """Gaussian heatmaps (J, H, W) float32 and target_weight (J, 1) of one

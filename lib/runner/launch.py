@@ -9,6 +9,7 @@ import torch
 
 from runner.setup import configure_backends, create_logger, select_device
 from utils import runlock
+from utils.cpu_memory import keep_freed_memory
 from utils.distributed import DistContext, init_distributed, shutdown_distributed
 from utils.errors import ConfigError, DataError, NonFiniteLossError, NonFinitePredictionError
 from utils.fileio import WriteError
@@ -102,10 +103,14 @@ def setup_run(cfg, cfg_file, phase):
     log, and choose the device and precision."""
     dist_ctx = init_distributed()
     logger, output_dir, tb_log_dir = create_logger(cfg, cfg_file, phase, dist_ctx.rank)
-    logger.info('%s: %s, %d process(es); outputs in %s', phase, cfg_file,
-                dist_ctx.world_size, output_dir)
+    logger.info('%s: %s, %d process(es)%s; outputs in %s', phase, cfg_file,
+                dist_ctx.world_size, ' ({})'.format(torch.distributed.get_backend())
+                if torch.distributed.is_available() and torch.distributed.is_initialized()
+                else '', output_dir)
     configure_backends(cfg)
     device, gpus = select_device(cfg, dist_ctx)
+    if device.type == 'cpu' and cfg.SPEED.CPU_MALLOC_CACHE and keep_freed_memory():
+        logger.info('SPEED.CPU_MALLOC_CACHE: freed memory is kept for reuse')
     precision = Precision(cfg, device)
     logging.getLogger(__name__).info('device %s (%s)', device, precision.describe())
     return RunContext(cfg, dist_ctx, device, gpus, output_dir, tb_log_dir, precision)

@@ -16,10 +16,11 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    in_group: bool = False   # joined torchrun's process group (also a group of one)
 
     @property
     def enabled(self):
-        return self.world_size > 1
+        return self.world_size > 1 or self.in_group
 
     @property
     def is_main(self):
@@ -30,10 +31,13 @@ def init_distributed():
     """Join the process group that torchrun describes in the environment, if any.
 
     NCCL when there is a GPU, gloo otherwise. A plain `python train.py` (no
-    WORLD_SIZE, or a world of one) stays a single process.
+    torchrun, or a world of one outside torchrun) stays a single process.
     """
     world_size = int(os.environ.get('WORLD_SIZE', '1'))
-    if world_size <= 1:
+    # torchrun with one process (one GPU) still joins a process group (of one), so
+    # that the NCCL / DDP path is the one that runs; a plain `python` run does not.
+    under_torchrun = 'TORCHELASTIC_RUN_ID' in os.environ
+    if world_size <= 1 and not under_torchrun:
         return DistContext()
     local_rank = int(os.environ.get('LOCAL_RANK', '0'))
     if torch.cuda.is_available():
@@ -44,7 +48,7 @@ def init_distributed():
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
     return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(),
-                       local_rank=local_rank)
+                       local_rank=local_rank, in_group=True)
 
 
 def shutdown_distributed():

@@ -11,10 +11,17 @@ Validation: each rank takes a contiguous slice of the items, without the padding
 that DistributedSampler adds, so gathered results equal those of one process.
 Both loaders drop the items a dataset returns as None (a bad image skipped under
 DATASET.SKIP_BAD_IMAGES) and count them in the batch's meta['skipped'].
+
+With a `batcher` (dataset.batching.DeviceBatcher) the workers return uint8 crops
+(dataset.load_sample) and the batcher finishes each batch on the device: the
+loaders then yield the public item's (input, target, target_weight, meta), built
+on the device. LOADER.* sets pinned memory, persistent workers and prefetching.
 """
+import math
+
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
-from torch.utils.data._utils.collate import default_collate
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
 
 from utils.preemption import ignore_stop_signals
 from utils.seeding import derive_seed, seed_everything
@@ -30,6 +37,40 @@ def collate_skipping(items):
     if isinstance(batch, (list, tuple)) and batch and isinstance(batch[-1], dict):
         batch[-1]['skipped'] = len(items) - len(kept)
     return batch
+
+
+class SampleView(Dataset):
+    """`dataset.load_sample(i)` as the items (what the workers return)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, idx):
+        return self.dataset.load_sample(idx)
+
+
+def collate_samples(samples):
+    """load_sample dicts -> (crops uint8 tensor (N, H, W, 3), meta collated as the
+    DataLoader collates the public item's meta). With LOADER.GPU_DECODE the samples
+    hold JPEG bytes instead of crops: (list of uint8 arrays, meta with 'warp').
+    Samples that are None (skipped bad images) are dropped and counted in
+    meta['skipped']; a batch of None only is None."""
+    count = len(samples)
+    samples = [s for s in samples if s is not None]
+    if not samples:
+        return None
+    if 'crop' in samples[0]:
+        crops = torch.from_numpy(np.stack([s['crop'] for s in samples]))
+        skip = 'crop'
+    else:
+        crops = [s['jpeg'] for s in samples]
+        skip = 'jpeg'
+    meta = default_collate([{k: v for k, v in s.items() if k != skip} for s in samples])
+    meta['skipped'] = count - len(samples)
+    return crops, meta
 
 
 class SeededItems(Dataset):
@@ -49,12 +90,12 @@ class SeededItems(Dataset):
 
 
 class ResumableSampler(Sampler):
-    """DistributedSampler's order for (seed, epoch) from position `start` on,
-    each index paired with the seed of its augmentation."""
+    """The order of sampler `order` (DistributedSampler or GroupedDistributedSampler,
+    a function of seed and epoch) from position `start` on, each index paired
+    with the seed of its augmentation."""
 
-    def __init__(self, dataset, world_size, rank, shuffle, seed):
-        self.order = DistributedSampler(dataset, num_replicas=world_size, rank=rank,
-                                        shuffle=shuffle, seed=seed)
+    def __init__(self, order, rank, seed):
+        self.order = order
         self.seed = seed
         self.rank = rank
         self.epoch = 0
@@ -78,18 +119,25 @@ class EpochSeededLoader:
     """A training DataLoader to be told the epoch (and where in it to start)
     before each pass; see the module docstring."""
 
-    def __init__(self, dataset, batch_size, workers, shuffle, seed, dist_ctx, pin_memory):
+    def __init__(self, dataset, batch_size, workers, shuffle, seed, dist_ctx, pin_memory,
+                 batcher=None, group_by_image=False, persistent_workers=False,
+                 prefetch_factor=0):
         self.seed = seed
         self.rank = dist_ctx.rank
         self.world_size = dist_ctx.world_size
-        self.sampler = ResumableSampler(dataset, dist_ctx.world_size, dist_ctx.rank,
-                                        shuffle, seed)
+        order = GroupedDistributedSampler(dataset, dist_ctx, seed) if group_by_image and shuffle \
+            else DistributedSampler(dataset, num_replicas=dist_ctx.world_size,
+                                    rank=dist_ctx.rank, shuffle=shuffle, seed=seed)
+        self.sampler = ResumableSampler(order, dist_ctx.rank, seed)
         self.generator = torch.Generator()
-        self.loader = DataLoader(SeededItems(dataset), batch_size=batch_size,
+        self.batcher = batcher
+        source, collate = _source(dataset, batcher)
+        self.loader = DataLoader(SeededItems(source), collate_fn=collate, batch_size=batch_size,
                                  sampler=self.sampler, num_workers=workers,
                                  pin_memory=pin_memory, generator=self.generator,
-                                 collate_fn=collate_skipping,
-                                 worker_init_fn=ignore_stop_signals if workers else None)
+                                 worker_init_fn=ignore_stop_signals if workers else None,
+                                 **_worker_options(workers, persistent_workers,
+                                                   prefetch_factor))
         self.dataset = dataset
 
     def set_epoch(self, epoch, start_batch=0):
@@ -110,7 +158,7 @@ class EpochSeededLoader:
         return (samples + self.batch_size - 1) // self.batch_size
 
     def __iter__(self):
-        return iter(self.loader)
+        return _batches(self.loader, self.batcher)
 
     def __len__(self):
         return len(self.loader)
@@ -118,6 +166,73 @@ class EpochSeededLoader:
     @property
     def batch_size(self):
         return self.loader.batch_size
+
+
+def _source(dataset, batcher):
+    """(dataset, collate_fn) for the DataLoader: crops for a batcher, else items;
+    either way items that are None (skipped bad images) are dropped."""
+    if batcher is None:
+        return dataset, collate_skipping
+    return SampleView(dataset), collate_samples
+
+
+def _worker_options(workers, persistent_workers, prefetch_factor):
+    if workers <= 0:
+        return {}
+    options = {'persistent_workers': bool(persistent_workers)}
+    if prefetch_factor > 0:
+        options['prefetch_factor'] = int(prefetch_factor)
+    return options
+
+
+def _batches(loader, batcher):
+    if batcher is None:
+        yield from loader
+        return
+    for batch in loader:
+        yield None if batch is None else batcher(batch)
+
+
+def loader_options(cfg, device):
+    """Keyword arguments of the loaders from LOADER.* (memory is pinned on CUDA only)."""
+    return {'pin_memory': bool(cfg.LOADER.PIN_MEMORY) and device.type == 'cuda',
+            'persistent_workers': bool(cfg.LOADER.PERSISTENT_WORKERS),
+            'prefetch_factor': int(cfg.LOADER.PREFETCH_FACTOR)}
+
+
+class GroupedDistributedSampler(Sampler):
+    """DATASET.GROUP_BY_IMAGE: the images are shuffled, the persons of each image
+    follow one another (in shuffled order), so that one decode serves them all;
+    a batch still mixes several images. The order is a function of (seed, epoch)
+    only; rank r of a world of n takes the r-th contiguous n-th of it (padded by
+    repeating its start, as DistributedSampler does), so images stay on one rank."""
+
+    def __init__(self, dataset, dist_ctx, seed):
+        self.groups = dataset.image_groups()
+        self.num_items = sum(len(g) for g in self.groups)
+        self.rank, self.world = dist_ctx.rank, dist_ctx.world_size
+        self.seed = int(seed or 0)
+        self.epoch = 0
+        self.num_samples = math.ceil(self.num_items / self.world)
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def order(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        parts = [rng.permutation(self.groups[g]) for g in rng.permutation(len(self.groups))]
+        order = np.concatenate(parts).tolist() if parts else []
+        total = self.num_samples * self.world
+        while order and len(order) < total:
+            order += order[:total - len(order)]
+        return order
+
+    def __iter__(self):
+        start = self.rank * self.num_samples
+        return iter(self.order()[start:start + self.num_samples])
+
+    def __len__(self):
+        return self.num_samples
 
 
 class ShardSampler(Sampler):
@@ -137,8 +252,30 @@ class ShardSampler(Sampler):
         return len(self.indices)
 
 
-def build_val_loader(dataset, batch_size, workers, dist_ctx, pin_memory):
+class DeviceBatches:
+    """A DataLoader of crops whose batches a batcher finishes on the device; it
+    answers what validation asks of a loader (sampler, len, batch_size)."""
+
+    def __init__(self, loader, batcher):
+        self.loader, self.batcher = loader, batcher
+        self.sampler, self.dataset = loader.sampler, loader.dataset
+
+    def __iter__(self):
+        return _batches(self.loader, self.batcher)
+
+    def __len__(self):
+        return len(self.loader)
+
+    @property
+    def batch_size(self):
+        return self.loader.batch_size
+
+
+def build_val_loader(dataset, batch_size, workers, dist_ctx, pin_memory, batcher=None,
+                     persistent_workers=False, prefetch_factor=0):
     sampler = ShardSampler(len(dataset), dist_ctx)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
-                      num_workers=workers, pin_memory=pin_memory,
-                      collate_fn=collate_skipping)
+    source, collate = _source(dataset, batcher)
+    loader = DataLoader(source, batch_size=batch_size, sampler=sampler,
+                        num_workers=workers, pin_memory=pin_memory, collate_fn=collate,
+                        **_worker_options(workers, persistent_workers, prefetch_factor))
+    return loader if batcher is None else DeviceBatches(loader, batcher)

@@ -1,4 +1,17 @@
-"""Mixed precision (AMP.ENABLED, AMP.DTYPE) and memory format (CHANNELS_LAST)."""
+"""Mixed precision (AMP.ENABLED, AMP.DTYPE) and memory format (CHANNELS_LAST),
+with the CPU's own capabilities taken into account.
+
+- bfloat16 autocast is fast only where the CPU computes bfloat16 natively
+  (AVX512-BF16 / AMX); on an AVX2-only CPU it is emulated and runs 10-20x slower
+  than float32. It is therefore never used there: AMP with bfloat16 (or float16,
+  which becomes bfloat16 on the CPU) on such a CPU logs a warning and runs in float32.
+- `CPU_AUTO: true` (new, off in the paper's yamls) chooses the memory format on the
+  CPU from what it has instead of CHANNELS_LAST: channels_last on x86 CPUs with
+  AVX2 or AVX-512, where oneDNN has channels_last kernels (measured on the demo's
+  training step, AMD EPYC, 2 cores: as fast as or faster than the contiguous layout,
+  AVX-512 and AVX2 alike), the contiguous layout elsewhere (not measured there).
+"""
+
 import contextlib
 import logging
 
@@ -7,21 +20,55 @@ import torch
 logger = logging.getLogger(__name__)
 
 
+def cpu_features():
+    """{'capability': ATen's vector ISA ('AVX512', 'AVX2', 'DEFAULT', ...),
+    'native_bf16': whether oneDNN computes bfloat16 natively}. Both follow the
+    ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA environment variables, which is how an
+    AVX2-only CPU is emulated on a bigger one."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    try:
+        native_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native_bf16 = False
+    return {'capability': capability, 'native_bf16': native_bf16}
+
+
+def cpu_prefers_channels_last(features=None):
+    """channels_last where oneDNN has channels_last kernels for this CPU (x86 with
+    AVX2 or AVX-512, see the module docstring); the contiguous layout elsewhere."""
+    features = features or cpu_features()
+    return features['capability'].startswith(('AVX2', 'AVX512'))
+
+
 class Precision:
     """How the forward pass runs: autocast dtype, loss scaling, memory format.
 
     float16 on the CPU is slow and badly supported, so there it becomes bfloat16
-    (said once in the log). Loss scaling is needed only for float16 on CUDA.
+    (said once in the log); bfloat16 on a CPU without native bfloat16 becomes
+    float32 (a warning). Loss scaling is needed only for float16 on CUDA.
+    `features` (tests) stands for cpu_features().
     """
 
-    def __init__(self, cfg, device):
+    def __init__(self, cfg, device, features=None):
         self.device_type = device.type
         self.enabled = bool(cfg.AMP.ENABLED)
         self.dtype = getattr(torch, cfg.AMP.DTYPE)
-        if self.enabled and self.device_type == 'cpu' and self.dtype == torch.float16:
-            logger.info('AMP: float16 autocast is not supported on the CPU; using bfloat16')
-            self.dtype = torch.bfloat16
-        self.memory_format = (torch.channels_last if cfg.CHANNELS_LAST
+        channels_last = bool(cfg.CHANNELS_LAST)
+        if self.device_type == 'cpu':
+            features = features or cpu_features()
+            if self.enabled and self.dtype == torch.float16:
+                logger.info('AMP: float16 autocast is not supported on the CPU; using bfloat16')
+                self.dtype = torch.bfloat16
+            if self.enabled and not features['native_bf16']:
+                logger.warning('AMP: this CPU (%s) has no native bfloat16, where bfloat16 '
+                               'autocast runs 10-20x slower than float32; using float32',
+                               features['capability'])
+                self.enabled = False
+            if cfg.get('CPU_AUTO', False):
+                channels_last = cpu_prefers_channels_last(features)
+                logger.info('CPU_AUTO: %s CPU, %s', features['capability'],
+                            'channels_last' if channels_last else 'contiguous layout')
+        self.memory_format = (torch.channels_last if channels_last
                               else torch.contiguous_format)
         use_scaler = self.enabled and self.device_type == 'cuda' and self.dtype == torch.float16
         self.scaler = torch.amp.GradScaler('cuda', enabled=use_scaler)

@@ -1,0 +1,133 @@
+"""The CUDA code paths: `pytest -m cuda` on a machine with a GPU (skipped, saying
+so, without one). Tiny runs of the sample data, as tests/test_train_valid.py:
+AMP float16 (GradScaler) and bfloat16, DataParallel (--gpus), torchrun with NCCL,
+valid.py, exact resume with deterministic settings, the GPU speed settings."""
+import os
+
+import pytest
+import torch
+
+from test_train_valid import (check_ok, load_results, output_dir_of, run_script,  # noqa: F401
+                              sample, train_args, valid_args)
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU (none here)'),
+]
+
+DETERMINISTIC = {'CUDNN.DETERMINISTIC': 'true', 'CUDNN.BENCHMARK': 'false'}
+DETERMINISTIC_ENV = {'CUBLAS_WORKSPACE_CONFIG': ':4096:8'}
+
+
+def final_weights(out_dir):
+    return torch.load(os.path.join(output_dir_of(out_dir), 'final_state.pth.tar'),
+                      weights_only=True)
+
+
+def all_finite(state):
+    return all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize('dtype', ['float16', 'bfloat16'])
+def test_tiny_training_with_amp(sample, tmp_path, dtype):
+    out_dir = str(tmp_path)
+    result = check_ok(run_script('train.py', train_args(sample, out_dir, **{
+        'AMP.ENABLED': 'true', 'AMP.DTYPE': dtype, 'TRAIN.END_EPOCH': 1})))
+    assert 'autocast {} on cuda'.format(dtype) in result.stdout
+    checkpoint = torch.load(os.path.join(output_dir_of(out_dir), 'checkpoint.pth.tar'),
+                            weights_only=True)
+    assert all_finite(checkpoint['state_dict'])
+    scaler = checkpoint['scaler']
+    assert bool(scaler) == (dtype == 'float16')   # GradScaler only for float16
+
+
+def test_dataparallel_with_gpus_flag(sample, tmp_path):
+    if torch.cuda.device_count() < 2:
+        pytest.skip('DataParallel needs 2 GPUs, this machine has {}'.format(
+            torch.cuda.device_count()))
+    out_dir = str(tmp_path)
+    check_ok(run_script('train.py', ['--gpus', '0,1'] + train_args(sample, out_dir, **{
+        'TRAIN.END_EPOCH': 1})))
+    assert not any(k.startswith('module.') for k in final_weights(out_dir))
+
+
+def test_torchrun_with_nccl(sample, tmp_path):
+    out_dir = str(tmp_path)
+    nproc = min(torch.cuda.device_count(), 2)
+    result = check_ok(run_script('train.py', train_args(sample, out_dir, **{
+        'TRAIN.END_EPOCH': 1}), nproc=max(nproc, 1), torchrun=True))
+    assert 'nccl' in result.stdout.lower()
+    assert all_finite(final_weights(out_dir))
+
+
+def test_valid_on_the_gpu(sample, tmp_path):
+    train_dir = str(tmp_path / 'train')
+    check_ok(run_script('train.py', train_args(sample, train_dir, **{'TRAIN.END_EPOCH': 1})))
+    model_file = os.path.join(output_dir_of(train_dir), 'final_state.pth.tar')
+    out_dir = str(tmp_path / 'valid')
+    result = check_ok(run_script('valid.py', valid_args(sample, out_dir, model_file)))
+    assert 'on cuda' in result.stdout and load_results(out_dir)
+
+
+def test_resume_equals_uninterrupted_on_the_gpu(sample, tmp_path):
+    whole, split = str(tmp_path / 'whole'), str(tmp_path / 'split')
+    check_ok(run_script('train.py', train_args(sample, whole, **DETERMINISTIC),
+                        env=DETERMINISTIC_ENV))
+    check_ok(run_script('train.py', train_args(sample, split, **dict(
+        DETERMINISTIC, **{'TRAIN.END_EPOCH': 1})), env=DETERMINISTIC_ENV))
+    resumed = check_ok(run_script('train.py', train_args(sample, split, **dict(
+        DETERMINISTIC, **{'TRAIN.RESUME': 'true'})), env=DETERMINISTIC_ENV))
+    assert 'resumed from' in resumed.stdout
+    a, b = final_weights(whole), final_weights(split)
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, different[:5]
+
+
+def test_gpu_speed_settings_train(sample, tmp_path):
+    """What the GPU speed yaml turns on (torch.compile aside, slow to start):
+    channels_last + bf16 autocast, fused Adam, pinned persistent prefetching
+    workers, image-grouped order and reduced-size decode."""
+    out_dir = str(tmp_path)
+    result = check_ok(run_script('train.py', train_args(sample, out_dir, **{
+        'TRAIN.END_EPOCH': 1, 'CHANNELS_LAST': 'true', 'AMP.ENABLED': 'true',
+        'AMP.DTYPE': 'bfloat16', 'SPEED.FUSED_OPTIMIZER': 'true', 'WORKERS': 2,
+        'LOADER.PERSISTENT_WORKERS': 'true', 'LOADER.PREFETCH_FACTOR': 4,
+        'DATASET.GROUP_BY_IMAGE': 'true', 'DATASET.REDUCED_DECODE': 'true'})))
+    assert 'channels_last' in result.stdout
+    assert all_finite(final_weights(out_dir))
+
+
+def test_device_batches_on_the_gpu_equal_the_cpu(sample):
+    from conftest import coco_config
+    from dataset import build_dataset
+    from dataset.batching import DeviceBatcher
+    from utils.loaders import collate_samples
+    cfg = coco_config(sample)
+    ds = build_dataset(cfg, 'val2017', False)
+    raw = collate_samples([ds.load_sample(i) for i in range(min(len(ds), 6))])
+    cpu = DeviceBatcher(cfg, torch.device('cpu'))(raw)
+    gpu = DeviceBatcher(cfg, torch.device('cuda'))(raw)
+    torch.testing.assert_close(gpu[0].cpu(), cpu[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(gpu[1].cpu(), cpu[1], rtol=0, atol=1e-6)
+    assert torch.equal(gpu[2].cpu(), cpu[2])
+
+
+def test_gpu_decode_and_warp_close_to_opencv(sample):
+    from conftest import coco_config
+    from dataset import build_dataset
+    from dataset.batching import DeviceBatcher
+    from dataset.gpu_decode import available
+    from utils.loaders import collate_samples
+    if not available():
+        pytest.skip('LOADER.GPU_DECODE needs torchvision (not installed)')
+    cfg = coco_config(sample)
+    ds = build_dataset(cfg, 'val2017', False)
+    n = min(len(ds), 6)
+    encoded = collate_samples([ds.load_sample(i, encoded=True) for i in range(n)])
+    plain = collate_samples([ds.load_sample(i, encoded=False) for i in range(n)])
+    batcher = DeviceBatcher(cfg, torch.device('cuda'))
+    gpu, cpu = batcher(encoded), batcher(plain)
+    # inputs are normalised: one grey level is 1 / (255 * std) ~ 0.017
+    grey = (gpu[0] - cpu[0]).abs().mean().item() * 255 * 0.226
+    assert grey < 1.0
+    assert torch.equal(gpu[1], cpu[1]) and torch.equal(gpu[2], cpu[2])

@@ -1,0 +1,347 @@
+"""Training and validation throughput, part by part: the data pipeline alone for
+1..N workers, the model step alone, both together, and valid.py with flip test.
+
+    python tools/benchmark_train.py --cfg experiments/coco/hsrnet59/256x192_d256x3_adam_lr1e-3.yaml \
+        [--data data/bench640] [--workers 1,2] [--batch 16] [--samples 256] [--iters 4]
+        [--skip-model] [--skip-valid] [--json] [opts KEY VALUE ...]
+
+The data are generated, never downloaded: COCO-like 640x480 JPEGs (quality 90,
+about 150 KB each: the sample generator's scenes with photographic grain) with
+their annotations and detector boxes, written to --data the first time.
+
+Data pipeline figures (training, with augmentation, shuffled), per worker count:
+  items   the public dataset item: float32 crop and heatmaps made in the workers
+          (the path of the scripts before the fast path; same code as main's)
+  crops   the scripts' fast path: uint8 crops from the workers, normalisation and
+          targets of the batch by dataset.batching.DeviceBatcher on the device
+  crops+  the fast path with the opt-in decode savings: DATASET.GROUP_BY_IMAGE and
+          DATASET.REDUCED_DECODE
+each with the bytes per sample that leave the workers; samples/s are what the
+workers deliver, the device's share of the fast paths is timed apart (ms per batch:
+on a GPU it overlaps the workers, on the CPU it is main-process time). Model step: a training
+step on a batch already on the device, float32 and bfloat16 autocast (bfloat16
+only where the device has it natively: on other CPUs it is 10-20x slower and the
+scripts never choose it). End to end: the fast path feeding the training step
+with the largest worker count; the bound names the slower of data and model.
+valid.py: persons/s of a validation pass with flip test on the detector boxes.
+`--json` adds one machine-readable line (prefixed 'json: ').
+"""
+import itertools
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
+sys.path.insert(0, os.path.join(ROOT, 'lib'))
+
+import dataset  # noqa: E402
+import models  # noqa: E402
+from core.config import get_model_name  # noqa: E402
+from core.function import validate_model  # noqa: E402
+from core.loss import JointsMSELoss  # noqa: E402
+from dataset.batching import DeviceBatcher  # noqa: E402
+from runner.cli import add_opts, base_parser, load_fresh_config  # noqa: E402
+from runner.launch import SETUP_ERRORS, report_error  # noqa: E402
+from runner.setup import get_optimizer  # noqa: E402
+from utils.cpu_memory import keep_freed_memory  # noqa: E402
+from utils.distributed import DistContext  # noqa: E402
+from utils.loaders import EpochSeededLoader, build_val_loader  # noqa: E402
+from utils.precision import Precision, cpu_features  # noqa: E402
+
+DETECTIONS = os.path.join('person_detection_results',
+                          'COCO_val2017_detections_AP_H_56_person.json')
+GRAIN = 18.0          # grey levels of noise: brings a 640x480 JPEG at quality 90 to ~150 KB
+
+
+def parse_args():
+    parser = base_parser(__doc__.split('\n\n')[0], common_flags=False)
+    parser.add_argument('--data', default=os.path.join(ROOT, 'data', 'bench640'),
+                        help='folder of the generated 640x480 set (made when missing)')
+    parser.add_argument('--train-images', type=int, default=48)
+    parser.add_argument('--val-images', type=int, default=16)
+    parser.add_argument('--workers', default='1,2', help='worker counts, e.g. 1,2,4')
+    parser.add_argument('--batch', type=int, default=16)
+    parser.add_argument('--samples', type=int, default=192, help='samples per data figure')
+    parser.add_argument('--iters', type=int, default=4, help='timed steps per model figure')
+    parser.add_argument('--cache-mb', type=float, default=0,
+                        help='decoded-image cache per process (default 0: one image, as '
+                             'on a dataset much larger than any cache)')
+    parser.add_argument('--paths', default='items,crops,crops+',
+                        help='data paths to time (items, crops, crops+)')
+    parser.add_argument('--skip-model', action='store_true')
+    parser.add_argument('--skip-valid', action='store_true')
+    parser.add_argument('--json', action='store_true', help='also print one json line')
+    add_opts(parser)
+    return parser.parse_args()
+
+
+def make_bench_set(out_dir, train_images, val_images):
+    """The generator's COCO layout at 640x480 with photographic grain (seeded)."""
+    import cv2
+    from dataset import synthetic
+    marker = os.path.join(out_dir, '.complete-{}-{}'.format(train_images, val_images))
+    if os.path.isfile(marker):
+        return
+    sizes, probabilities = synthetic.IMAGE_SIZES, synthetic.IMAGE_SIZE_P
+    synthetic.IMAGE_SIZES, synthetic.IMAGE_SIZE_P = np.array([[640, 480]]), np.array([1.0])
+    try:
+        synthetic.generate(out_dir, seed=0, train_images=train_images, val_images=val_images)
+    finally:
+        synthetic.IMAGE_SIZES, synthetic.IMAGE_SIZE_P = sizes, probabilities
+    for split_index, split in enumerate(synthetic.SPLITS):
+        folder = os.path.join(out_dir, 'images', split)
+        for i, name in enumerate(sorted(os.listdir(folder))):
+            path = os.path.join(folder, name)
+            rng = np.random.default_rng([7, split_index, i])
+            image = cv2.imread(path).astype(np.float32)
+            image += GRAIN * rng.standard_normal(image.shape, dtype=np.float32)
+            cv2.imwrite(path, np.clip(image, 0, 255).astype(np.uint8),
+                        [cv2.IMWRITE_JPEG_QUALITY, 90])
+    open(marker, 'w').close()
+
+
+def _sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def nbytes(obj):
+    """Bytes of the tensors/arrays/strings in a (nested) batch."""
+    if isinstance(obj, torch.Tensor):
+        return obj.nelement() * obj.element_size()
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
+    if isinstance(obj, (list, tuple)):
+        return sum(nbytes(o) for o in obj)
+    if isinstance(obj, dict):
+        return sum(nbytes(o) for o in obj.values())
+    if isinstance(obj, str):
+        return len(obj.encode())
+    return 8
+
+
+def data_figure(cfg, path, workers, args, device):
+    """(samples/s the workers deliver, after the first batch; bytes per sample from
+    the workers; ms per batch of the device's share, for the fast paths)."""
+    cfg = cfg.clone()
+    fast = path != 'items'
+    if path == 'crops+':
+        cfg.DATASET.GROUP_BY_IMAGE, cfg.DATASET.REDUCED_DECODE = True, True
+    ds = dataset.build_dataset(cfg, cfg.DATASET.TRAIN_SET, True)
+    ds.read_image.max_bytes = int(args.cache_mb * 2 ** 20)
+    batcher = DeviceBatcher(cfg, device) if fast else None
+    loader = EpochSeededLoader(ds, args.batch, workers, True, 0, DistContext(),
+                               pin_memory=device.type == 'cuda', batcher=batcher,
+                               group_by_image=cfg.DATASET.GROUP_BY_IMAGE,
+                               persistent_workers=workers > 0)
+    batches = max(2, -(-args.samples // args.batch) + 1)
+    raw = itertools.chain.from_iterable(_epochs(loader))
+    timed, start, kept = 0, None, []
+    for batch in itertools.islice(raw, batches):
+        if start is None:   # the first batch pays the workers' start-up
+            start = time.perf_counter()
+            per_sample = nbytes(batch) / args.batch
+            continue
+        timed += args.batch
+        if len(kept) < 3:
+            kept.append(batch)
+    rate = timed / (time.perf_counter() - start)
+    device_ms = None
+    if fast:   # the device's share, timed apart (on a GPU it overlaps the workers)
+        batcher(kept[0])
+        _sync(device)
+        begin = time.perf_counter()
+        for batch in kept:
+            batcher(batch)
+        _sync(device)
+        device_ms = (time.perf_counter() - begin) / len(kept) * 1000
+    return rate, per_sample, device_ms
+
+
+def _epochs(loader):
+    for epoch in itertools.count():
+        loader.set_epoch(epoch)
+        yield loader.loader
+
+
+def precisions(device):
+    settings = [('float32', False, 'float32')]
+    if device.type == 'cuda' or cpu_features()['native_bf16']:
+        settings.append(('bfloat16', True, 'bfloat16'))
+    return settings
+
+
+def train_step_fn(model, criterion, optimizer, precision):
+    def step(input, target, weight):
+        with precision.autocast():
+            output = model(input)
+        loss = criterion(output, target, weight)
+        optimizer.zero_grad(set_to_none=True)
+        precision.scaler.scale(loss).backward()
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
+    return step
+
+
+def model_figure(cfg, args, device, label, dtype_on, dtype):
+    cfg = cfg.clone()
+    cfg.AMP.ENABLED, cfg.AMP.DTYPE = dtype_on, dtype if dtype != 'float32' else 'float16'
+    precision = Precision(cfg, device)
+    torch.manual_seed(0)
+    model = precision.prepare_model(models.build_model(cfg, is_train=False).to(device))
+    optimizer = get_optimizer(cfg, model)
+    step = train_step_fn(model, JointsMSELoss(True), optimizer, precision)
+    width, height = cfg.MODEL.IMAGE_SIZE
+    hw, hh = cfg.MODEL.EXTRA.HEATMAP_SIZE
+    input = precision.prepare_input(torch.randn(args.batch, 3, height, width), device)
+    target = torch.rand(args.batch, cfg.MODEL.NUM_JOINTS, hh, hw, device=device)
+    weight = torch.ones(args.batch, cfg.MODEL.NUM_JOINTS, 1, device=device)
+    model.train()
+    step(input, target, weight)
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(args.iters):
+        step(input, target, weight)
+    _sync(device)
+    return args.batch * args.iters / (time.perf_counter() - start), (model, optimizer,
+                                                                     precision, step)
+
+
+def end_to_end_figure(cfg, args, device, workers, built, items=False):
+    """samples/s of training steps fed by the fast path (or by the public items,
+    `items`: the path before it)."""
+    model, optimizer, precision, step = built
+    ds = dataset.build_dataset(cfg, cfg.DATASET.TRAIN_SET, True)
+    ds.read_image.max_bytes = int(args.cache_mb * 2 ** 20)
+    batcher = None if items else DeviceBatcher(cfg, device, precision.memory_format)
+    loader = EpochSeededLoader(ds, args.batch, workers, True, 0, DistContext(),
+                               pin_memory=device.type == 'cuda', batcher=batcher,
+                               persistent_workers=workers > 0)
+    batches = itertools.chain.from_iterable(_epochs_device(loader))
+    timed, start = 0, None
+    for input, target, weight, meta in itertools.islice(batches, args.iters + 1):
+        if items:
+            input = precision.prepare_input(input, device)
+            target, weight = target.to(device), weight.to(device)
+        step(input, target, weight)
+        _sync(device)
+        if start is None:
+            start = time.perf_counter()
+            continue
+        timed += input.size(0)
+    return timed / (time.perf_counter() - start)
+
+
+def _epochs_device(loader):
+    for epoch in itertools.count():
+        loader.set_epoch(epoch)
+        yield iter(loader)
+
+
+def valid_figure(cfg, args, device, workers):
+    cfg = cfg.clone()
+    cfg.TEST.USE_GT_BBOX, cfg.TEST.FLIP_TEST, cfg.TEST.BATCH_SIZE = False, True, args.batch
+    ds = dataset.build_dataset(cfg, cfg.DATASET.TEST_SET, False)
+    precision = Precision(cfg, device)
+    loader = build_val_loader(ds, args.batch, workers, DistContext(), device.type == 'cuda',
+                              batcher=DeviceBatcher(cfg, device, precision.memory_format))
+    torch.manual_seed(0)
+    model = precision.prepare_model(models.build_model(cfg, is_train=False).to(device))
+    output_dir = os.path.join(ROOT, 'output', 'benchmark_train')
+    os.makedirs(output_dir, exist_ok=True)
+    start = time.perf_counter()
+    validate_model(cfg, loader, ds, model, JointsMSELoss(True), output_dir,
+                   precision=precision)
+    return len(ds) / (time.perf_counter() - start), len(ds)
+
+
+def cpu_name():
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or 'unknown CPU'
+
+
+def main():
+    args = parse_args()
+    import logging
+    logging.basicConfig(level=logging.WARNING, format='%(message)s')
+    try:
+        cfg = load_fresh_config(args)
+        make_bench_set(args.data, args.train_images, args.val_images)
+        cfg.DATASET.ROOT = args.data
+        cfg.TEST.COCO_BBOX_FILE = os.path.join(args.data, DETECTIONS)
+        cfg.MODEL.PRETRAINED = ''
+        cfg.MODEL.INIT_WEIGHTS = False
+    except SETUP_ERRORS as error:
+        return report_error(error, 2)
+    device = torch.device('cuda') if torch.cuda.is_available() else torch.device('cpu')
+    if device.type == 'cpu' and cfg.SPEED.CPU_MALLOC_CACHE:
+        keep_freed_memory()   # as the scripts do (runner.launch.setup_run)
+    workers_list = [int(w) for w in args.workers.split(',')]
+    features = cpu_features()
+    where = torch.cuda.get_device_name(device) if device.type == 'cuda' else \
+        '{} ({}, native bf16: {}), {} threads'.format(cpu_name(), features['capability'],
+                                                     features['native_bf16'],
+                                                     torch.get_num_threads())
+    result = {'model': get_model_name(cfg)[1], 'device': where, 'batch': args.batch,
+              'data': {}, 'bytes_per_sample': {}, 'model_step': {}, 'end_to_end': {}}
+    print('benchmark_train: {} batch {} on {}'.format(result['model'], args.batch, where),
+          flush=True)
+    torch.set_num_threads(torch.get_num_threads())
+    for workers in workers_list:
+        for path in args.paths.split(','):
+            rate, per_sample, device_ms = data_figure(cfg, path, workers, args, device)
+            result['data']['{} w{}'.format(path, workers)] = rate
+            result['bytes_per_sample'][path] = per_sample
+            if device_ms is not None:
+                result.setdefault('device_ms_per_batch', {})[path] = device_ms
+            print('data   {:7s} workers {}: {:8.1f} samples/s  {:9.0f} bytes/sample from '
+                  'the workers{}'.format(path, workers, rate, per_sample,
+                                         '' if device_ms is None else ', then {:.1f} ms per '
+                                         'batch on the device'.format(device_ms)),
+                  flush=True)
+    if not args.skip_model:
+        data_rate = result['data'].get('crops w{}'.format(max(workers_list)))
+        for label, on, dtype in precisions(device):
+            rate, built = model_figure(cfg, args, device, label, on, dtype)
+            result['model_step'][label] = rate
+            print('model  training step {:9s}: {:8.1f} samples/s'.format(label, rate),
+                  flush=True)
+            if label == 'float32' and 'items' in args.paths.split(','):
+                e2e_items = end_to_end_figure(cfg, args, device, max(workers_list), built,
+                                              items=True)
+                result['end_to_end']['float32 items'] = {'rate': e2e_items}
+                print('e2e    {:9s} workers {}: {:8.1f} samples/s fed by the public items '
+                      '(the path before)'.format(label, max(workers_list), e2e_items),
+                      flush=True)
+            e2e = end_to_end_figure(cfg, args, device, max(workers_list), built)
+            bound = 'data' if data_rate is not None and data_rate < rate else 'model'
+            result['end_to_end'][label] = {'rate': e2e, 'bound': bound}
+            print('e2e    {:9s} workers {}: {:8.1f} samples/s ({}-bound: data {:.1f}, model '
+                  '{:.1f})'.format(label, max(workers_list), e2e, bound, data_rate or -1, rate),
+                  flush=True)
+        if len(precisions(device)) == 1:
+            print('model  bfloat16: not timed, this {} CPU has no native bfloat16 (10-20x '
+                  'slower than float32 there)'.format(features['capability']))
+    if not args.skip_valid:
+        rate, persons = valid_figure(cfg, args, device, max(workers_list))
+        result['valid_flip_persons_per_s'] = rate
+        print('valid  flip test, {} detector boxes, workers {}: {:8.1f} persons/s'.format(
+            persons, max(workers_list), rate), flush=True)
+    if args.json:
+        print('json: ' + json.dumps(result, sort_keys=True))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
