@@ -7,8 +7,7 @@ import os
 import pytest
 import torch
 
-from test_train_valid import (check_ok, load_results, output_dir_of, run_script,  # noqa: F401
-                              sample, train_args, valid_args)
+from conftest import check_ok, load_results, output_dir_of, run_script, train_args, valid_args
 
 pytestmark = [
     pytest.mark.cuda,

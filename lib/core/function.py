@@ -5,6 +5,7 @@
 wrappers for users' scripts.
 """
 import logging
+import math
 import os
 import time
 
