@@ -115,7 +115,26 @@ class ResumableSampler(Sampler):
         return max(len(self.order) - self.start, 0)
 
 
-class EpochSeededLoader:
+class DeviceBatches:
+    """A DataLoader whose batches a batcher (if any) finishes on the device; it
+    answers what the loops ask of a loader (sampler, len, batch_size)."""
+
+    def __init__(self, loader, batcher):
+        self.loader, self.batcher = loader, batcher
+        self.sampler, self.dataset = loader.sampler, loader.dataset
+
+    def __iter__(self):
+        return _batches(self.loader, self.batcher)
+
+    def __len__(self):
+        return len(self.loader)
+
+    @property
+    def batch_size(self):
+        return self.loader.batch_size
+
+
+class EpochSeededLoader(DeviceBatches):
     """A training DataLoader to be told the epoch (and where in it to start)
     before each pass; see the module docstring."""
 
@@ -157,15 +176,6 @@ class EpochSeededLoader:
         samples = len(self.sampler.order)
         return (samples + self.batch_size - 1) // self.batch_size
 
-    def __iter__(self):
-        return _batches(self.loader, self.batcher)
-
-    def __len__(self):
-        return len(self.loader)
-
-    @property
-    def batch_size(self):
-        return self.loader.batch_size
 
 
 def _source(dataset, batcher):
@@ -250,25 +260,6 @@ class ShardSampler(Sampler):
 
     def __len__(self):
         return len(self.indices)
-
-
-class DeviceBatches:
-    """A DataLoader of crops whose batches a batcher finishes on the device; it
-    answers what validation asks of a loader (sampler, len, batch_size)."""
-
-    def __init__(self, loader, batcher):
-        self.loader, self.batcher = loader, batcher
-        self.sampler, self.dataset = loader.sampler, loader.dataset
-
-    def __iter__(self):
-        return _batches(self.loader, self.batcher)
-
-    def __len__(self):
-        return len(self.loader)
-
-    @property
-    def batch_size(self):
-        return self.loader.batch_size
 
 
 def build_val_loader(dataset, batch_size, workers, dist_ctx, pin_memory, batcher=None,
