@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(ROOT, 'lib'))
 import dataset  # noqa: E402
 import models  # noqa: E402
 from core.config import get_model_name  # noqa: E402
-from core.function import validate_model  # noqa: E402
+from core.function import training_step, validate_model  # noqa: E402
 from core.inference import predict_heatmaps  # noqa: E402
 from core.loss import JointsMSELoss  # noqa: E402
 from dataset.batching import DeviceBatcher  # noqa: E402
@@ -97,13 +97,7 @@ def network_figures(cfg, args, device):
                 predict_heatmaps(model, batch, precision=precision)
 
         def train_step():
-            with precision.autocast():
-                output = model(batch)
-            loss = criterion(output, target, weight)
-            optimizer.zero_grad(set_to_none=True)
-            precision.scaler.scale(loss).backward()
-            precision.scaler.step(optimizer)
-            precision.scaler.update()
+            training_step(model, criterion, optimizer, precision, batch, target, weight)
 
         model.eval()
         figures.append(('inference   ' + label, images_per_second(infer, args.batch, args.iters,

@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.join(ROOT, 'lib'))
 import dataset  # noqa: E402
 import models  # noqa: E402
 from core.config import get_model_name  # noqa: E402
-from core.function import validate_model  # noqa: E402
+from core.function import training_step, validate_model  # noqa: E402
 from core.loss import JointsMSELoss  # noqa: E402
 from dataset.batching import DeviceBatcher  # noqa: E402
 from runner.cli import add_opts, base_parser, load_fresh_config  # noqa: E402
@@ -178,13 +178,7 @@ def precisions(device):
 
 def train_step_fn(model, criterion, optimizer, precision):
     def step(input, target, weight):
-        with precision.autocast():
-            output = model(input)
-        loss = criterion(output, target, weight)
-        optimizer.zero_grad(set_to_none=True)
-        precision.scaler.scale(loss).backward()
-        precision.scaler.step(optimizer)
-        precision.scaler.update()
+        training_step(model, criterion, optimizer, precision, input, target, weight)
     return step
 
 

@@ -83,6 +83,20 @@ class TrainingWindow:
         return values[:4]
 
 
+def training_step(model, criterion, optimizer, precision, input, target, target_weight):
+    """One optimizer step on a batch already on the device (forward under the
+    precision's autocast, loss in float32, scaled backward). Returns (output, loss)
+    as tensors: nothing is read back to the host."""
+    with precision.autocast():
+        output = model(input)
+    loss = criterion(output, target, target_weight)
+    optimizer.zero_grad(set_to_none=True)
+    precision.scaler.scale(loss).backward()
+    precision.scaler.step(optimizer)
+    precision.scaler.update()
+    return output, loss
+
+
 def _is_report_step(step, total, freq):
     return step % max(freq, 1) == 0 or step == total - 1
 
@@ -122,15 +136,8 @@ def train_one_epoch(config, train_loader, model, criterion, optimizer, epoch, ou
         target = target.to(device, non_blocking=True)
         target_weight = target_weight.to(device, non_blocking=True)
 
-        with precision.autocast():
-            output = model(input)
-        loss = criterion(output, target, target_weight)
-
-        optimizer.zero_grad(set_to_none=True)
-        precision.scaler.scale(loss).backward()
-        precision.scaler.step(optimizer)
-        precision.scaler.update()
-
+        output, loss = training_step(model, criterion, optimizer, precision, input, target,
+                                     target_weight)
         window.add(i, loss, input.size(0), *accuracy_on_device(output, target))
         batch_time.update(time.time() - end)
 
