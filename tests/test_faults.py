@@ -95,14 +95,7 @@ class Training:
 
 # ---------------------------------------------------------------- fixtures
 
-@pytest.fixture(scope='module')
-def sample(tmp_path_factory):
-    root = tmp_path_factory.mktemp('sample')
-    subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'make_sample_data.py'),
-                    '--out', str(root), '--seed', '1', '--train-images', '6',
-                    '--val-images', '4'], check=True, capture_output=True, timeout=TIMEOUT)
-    return str(root)
-
+# `sample` (conftest, one per session) is only read; tests that damage images copy it.
 
 @pytest.fixture(scope='module')
 def reference(sample, tmp_path_factory):

@@ -225,28 +225,26 @@ class JointsDataset(Dataset):
         with open(path, 'rb') as f:
             return np.frombuffer(f.read(), dtype=np.uint8)
 
-    def _decode_image(self, path):
-        if isinstance(path, tuple):   # (path, factor): DATASET.REDUCED_DECODE
-            path, factor = path
-            width = jpeg_width(path)
-            image = self._decode_image(path) if width is None else cv2.imread(
-                path, REDUCED_FLAGS[factor] | cv2.IMREAD_IGNORE_ORIENTATION)
-            if image is None:
-                raise DataError('cannot decode image {} (corrupt or not an image file)'
-                                .format(path))
-            if width is None:   # not a JPEG: decoded at full size, shrunk here
-                width = image.shape[1]
-                image = cv2.resize(image, None, fx=1 / factor, fy=1 / factor,
-                                   interpolation=cv2.INTER_AREA)
-            return ReducedImage(image, width)
+    def _decode_image(self, key):
+        """Decode `key`: a path, or (path, factor) for DATASET.REDUCED_DECODE, which
+        gives ReducedImage(image at 1/factor size, full width)."""
+        path, factor = key if isinstance(key, tuple) else (key, 1)
         if not os.path.isfile(path):
             raise ImageNotFoundError('image not found: {} (expected layout {})'.format(
                 path, self.image_layout))
         check_complete(path)   # before decoding: libjpeg would fill a cut file with grey
-        image = cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        width = jpeg_width(path) if factor > 1 else None
+        flags = REDUCED_FLAGS[factor] if width is not None else cv2.IMREAD_COLOR
+        image = cv2.imread(path, flags | cv2.IMREAD_IGNORE_ORIENTATION)
         if image is None:
             raise DataError('cannot decode image {} (corrupt or not an image file)'.format(path))
-        return image
+        if factor == 1:
+            return image
+        if width is None:   # not a JPEG: decoded at full size, shrunk here
+            width = image.shape[1]
+            image = cv2.resize(image, None, fx=1 / factor, fy=1 / factor,
+                               interpolation=cv2.INTER_AREA)
+        return ReducedImage(image, width)
 
     def _read_checked(self, rec):
         """The image of `rec`, checked against the size its annotation gives
