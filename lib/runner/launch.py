@@ -1,5 +1,6 @@
 """How train.py and valid.py run: one-line errors and exit statuses for bad setup
 and bad data, and the run context (ranks, device, logging, precision)."""
+import gc
 import logging
 import signal
 import sys
@@ -10,7 +11,7 @@ import torch
 from runner.setup import configure_backends, create_logger, select_device
 from utils import runlock
 from utils.cpu_memory import keep_freed_memory
-from utils.distributed import DistContext, init_distributed, shutdown_distributed
+from utils.distributed import DistContext, barrier, init_distributed, shutdown_distributed
 from utils.errors import ConfigError, DataError, NonFiniteLossError, NonFinitePredictionError
 from utils.fileio import WriteError
 from utils.precision import Precision
@@ -51,6 +52,7 @@ def run_job(job_class, args):
     saving: one line, status 143/130; interrupted at once: one line, status 130),
     and always leave torchrun's process group. Returns the exit status."""
     log = logging.getLogger(__name__)
+    job = None
     try:
         try:
             job = job_class(args)
@@ -58,6 +60,9 @@ def run_job(job_class, args):
             return report_error(error, SETUP_ERROR_STATUS)
         try:
             job.run()
+            # Ranks leave together: one rank that tears down its process group
+            # while another still saves can abort in gloo's threads.
+            barrier()
         except RUN_ERRORS as error:
             log.error('stopped: %s', error_message(error))
             return report_error(error, RUN_ERROR_STATUS)
@@ -73,6 +78,11 @@ def run_job(job_class, args):
         print('stopped: {}'.format(message), file=sys.stderr)
         return exit_status(signum)
     finally:
+        # Free the model (DDP holds the process group) before the group is
+        # destroyed, not during interpreter shutdown, where gloo's worker threads
+        # may abort the process.
+        job = None
+        gc.collect()
         shutdown_distributed()
         runlock.release()
     return 0
