@@ -215,3 +215,32 @@ def test_mpii_oracle_pckh_is_100(tmp_path, caplog):
     assert ds.evaluate(cfg, off, '')[0]['Head'] == 0
     with pytest.raises(ValueError, match='holds 5 persons but 4 predictions'):
         ds.evaluate(cfg, preds[:4], '')
+
+
+def test_mpii_persons_of_skipped_images_count_as_misses(tmp_path, caplog):
+    # valid.py under DATASET.SKIP_BAD_IMAGES: predictions carry their dataset
+    # indices, and PCKh scores the persons without one as misses (not a traceback)
+    from evaluation.mpii import PCKhMetric
+    from evaluation.predictions import PosePredictions
+    src = need(MPII_SAMPLE)
+    root = tmp_path / 'mpii'
+    shutil.copytree(os.path.join(src, 'annot'), root / 'annot')
+    write_mpii_gt(root)
+    cfg = get_default_config()
+    update_config_from_list(['DATASET.ROOT', str(root), 'MODEL.IMAGE_SIZE', '[256, 256]',
+                             'MODEL.EXTRA.HEATMAP_SIZE', '[64, 64]'], cfg)
+    os.symlink(os.path.join(src, 'images'), root / 'images')
+    ds = dataset.build_dataset(cfg, 'valid', False)
+    preds, boxes, paths = oracle_predictions(cfg, ds)
+    kept = np.array([0, 1, 3, 4])
+    metric = PCKhMetric(str(root / 'annot' / 'gt_valid.mat'), 'valid')
+    partial = PosePredictions(keypoints=preds[kept], centers=boxes[kept, :2],
+                              scales=boxes[kept, 2:4], box_scores=boxes[kept, 5],
+                              images=[paths[i] for i in kept], indices=kept)
+    with caplog.at_level(logging.WARNING):
+        name_values, perf = metric.evaluate(partial, str(tmp_path / 'out'))
+    assert '1 of 5 persons have no prediction' in caplog.text
+    full = metric.evaluate(PosePredictions.from_columns(preds, boxes, paths), '')[1]
+    assert full == pytest.approx(100.0) and 70 < perf < 90   # one person in five missed
+    saved = loadmat(str(tmp_path / 'out' / 'pred.mat'))['preds']
+    assert saved.shape[0] == 5 and np.isnan(saved[2]).all() and np.isfinite(saved[kept]).all()

@@ -366,11 +366,22 @@ def test_a_second_signal_stops_at_once_in_one_line(capsys):
         def __init__(self, args):
             raise KeyboardInterrupt
 
+    class SigtermAtSetup:   # a cluster preempting the job while it loads its data
+        def __init__(self, args):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)     # the handler runs before this ends
+
+        def run(self):
+            raise AssertionError('never reached')
+
     assert run_job(SignalledTwice, None) == 143
     assert run_job(CtrlCAtSetup, None) == 130
+    assert run_job(SigtermAtSetup, None) == 143
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     assert capsys.readouterr().err.splitlines() == [
         'stopped: SIGTERM: interrupted at once; files written before are kept',
-        'stopped: SIGINT: interrupted at once; files written before are kept']
+        'stopped: SIGINT: interrupted at once; files written before are kept',
+        'stopped: SIGTERM: interrupted at once; files written before are kept']
 
 
 def test_sigterm_saves_mid_epoch_and_the_resumed_run_equals_an_uninterrupted_one(

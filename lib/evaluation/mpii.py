@@ -78,15 +78,27 @@ class PCKhMetric:
         """Saves <output_dir>/pred.mat (1-based, as the original); returns
         (name_values, Mean)."""
         predictions.check_finite()
-        preds = predictions.keypoints[:, :, :2] + 1.0  # 1-based like the .mat
+        gt = None if 'test' in self.image_set else load_gt(self.gt_file)
+        keypoints = predictions.keypoints
+        if predictions.indices is not None:
+            # persons of skipped images (DATASET.SKIP_BAD_IMAGES): NaN, scored as misses
+            total = len(predictions.indices) if gt is None else gt['pos_gt_src'].shape[2]
+            if len(predictions.indices) and predictions.indices.max() >= total:
+                raise ValueError('{}: prediction for person {} but the set holds {}'.format(
+                    self.gt_file, int(predictions.indices.max()), total))
+            missing = total - len(predictions.indices)
+            if missing:
+                logger.warning('PCKh: %d of %d persons have no prediction (skipped images) '
+                               'and count as misses; their rows of pred.mat are NaN',
+                               missing, total)
+            keypoints = predictions.in_dataset_order(total)
+        preds = keypoints[:, :, :2] + 1.0  # 1-based like the .mat
         if output_dir:
             os.makedirs(output_dir, exist_ok=True)
             write_atomically(os.path.join(output_dir, 'pred.mat'),
                              lambda f: savemat(f, mdict={'preds': preds}))
-        if 'test' in self.image_set:
+        if gt is None:
             return {'Null': 0.0}, 0.0
-
-        gt = load_gt(self.gt_file)
         if gt['pos_gt_src'].shape[2] != len(preds):
             raise ValueError('{} holds {} persons but {} predictions were given'.format(
                 self.gt_file, gt['pos_gt_src'].shape[2], len(preds)))

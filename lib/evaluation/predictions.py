@@ -13,13 +13,17 @@ class PosePredictions:
     """keypoints (N, J, 3) [x, y, maxval] in image pixels; the boxes they were
     cut from as centers (N, 2) and scales (N, 2) (size / 200); box_scores (N,)
     (detector score, 1 for ground-truth boxes); images: the N image paths.
-    areas (N,) defaults to the box area (scale * 200) w x h, what OKS uses."""
+    areas (N,) defaults to the box area (scale * 200) w x h, what OKS uses.
+    indices (N,), optional: each person's position in the dataset, given when
+    some persons have no prediction (images skipped under DATASET.SKIP_BAD_IMAGES);
+    metrics that score every person of the set (PCKh) count those as misses."""
     keypoints: np.ndarray
     centers: np.ndarray
     scales: np.ndarray
     box_scores: np.ndarray
     images: List[str] = field(default_factory=list)
     areas: Optional[np.ndarray] = None
+    indices: Optional[np.ndarray] = None
 
     def __post_init__(self):
         self.keypoints = np.asarray(self.keypoints, dtype=np.float64)
@@ -30,6 +34,11 @@ class PosePredictions:
         if self.areas is None:
             self.areas = np.prod(self.scales * PIXEL_STD, axis=1)
         self.areas = np.asarray(self.areas, dtype=np.float64).reshape(-1)
+        if self.indices is not None:
+            self.indices = np.asarray(self.indices, dtype=np.int64).reshape(-1)
+            if len(self.indices) != len(self.keypoints):
+                raise ValueError('PosePredictions: {} indices for {} persons'.format(
+                    len(self.indices), len(self.keypoints)))
         sizes = {len(self.keypoints), len(self.centers), len(self.scales),
                  len(self.box_scores), len(self.images), len(self.areas)}
         if len(sizes) != 1:
@@ -56,6 +65,15 @@ class PosePredictions:
                 '{} of {} predicted poses are not finite (NaN or infinity), the first of image '
                 '{}; nothing was written or evaluated'.format(
                     int((~finite).sum()), n, self.images[first] if self.images else first))
+
+    def in_dataset_order(self, num_persons):
+        """keypoints (num_persons, J, 3) with one row per person of the set: the
+        persons without a prediction (not in `indices`) are NaN."""
+        if self.indices is None:
+            return self.keypoints
+        full = np.full((num_persons,) + self.keypoints.shape[1:], np.nan)
+        full[self.indices] = self.keypoints
+        return full
 
     @classmethod
     def from_columns(cls, preds, all_boxes, img_path):

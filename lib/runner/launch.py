@@ -15,7 +15,7 @@ from utils.distributed import DistContext, barrier, init_distributed, shutdown_d
 from utils.errors import ConfigError, DataError, NonFiniteLossError, NonFinitePredictionError
 from utils.fileio import WriteError
 from utils.precision import Precision
-from utils.preemption import TrainingStopped, exit_status
+from utils.preemption import TrainingStopped, exit_status, interrupt_at_once
 from utils.runlock import RunLockError
 
 # Errors that mean "the run is set up wrongly" (ConfigError is a ValueError), or
@@ -49,27 +49,14 @@ def report_error(error, status):
 def run_job(job_class, args):
     """Build `job_class(args)` (setup errors: one line, status 2), call its run()
     (RUN_ERRORS: logged, one line, status 1; stopped by SIGTERM/SIGINT after
-    saving: one line, status 143/130; interrupted at once: one line, status 130),
-    and always leave torchrun's process group. Returns the exit status."""
+    saving: one line, status 143/130; interrupted at once, in setup or outside
+    the training loop: one line, status 143/130), and always leave torchrun's
+    process group. Returns the exit status."""
     log = logging.getLogger(__name__)
-    job = None
+    holder = []
     try:
-        try:
-            job = job_class(args)
-        except SETUP_ERRORS as error:
-            return report_error(error, SETUP_ERROR_STATUS)
-        try:
-            job.run()
-            # Ranks leave together: one rank that tears down its process group
-            # while another still saves can abort in gloo's threads.
-            barrier()
-        except RUN_ERRORS as error:
-            log.error('stopped: %s', error_message(error))
-            return report_error(error, RUN_ERROR_STATUS)
-        except TrainingStopped as stopped:
-            log.warning('%s', stopped)
-            print('stopped: {}'.format(stopped), file=sys.stderr)
-            return stopped.status
+        with interrupt_at_once():
+            return _build_and_run(job_class, args, holder, log)
     except KeyboardInterrupt as interrupt:
         signum = getattr(interrupt, 'signum', signal.SIGINT)
         message = '{}: interrupted at once; files written before are kept'.format(
@@ -81,10 +68,29 @@ def run_job(job_class, args):
         # Free the model (DDP holds the process group) before the group is
         # destroyed, not during interpreter shutdown, where gloo's worker threads
         # may abort the process.
-        job = None
+        holder.clear()
         gc.collect()
         shutdown_distributed()
         runlock.release()
+
+
+def _build_and_run(job_class, args, holder, log):
+    try:
+        holder.append(job_class(args))
+    except SETUP_ERRORS as error:
+        return report_error(error, SETUP_ERROR_STATUS)
+    try:
+        holder[0].run()
+        # Ranks leave together: one rank that tears down its process group
+        # while another still saves can abort in gloo's threads.
+        barrier()
+    except RUN_ERRORS as error:
+        log.error('stopped: %s', error_message(error))
+        return report_error(error, RUN_ERROR_STATUS)
+    except TrainingStopped as stopped:
+        log.warning('%s', stopped)
+        print('stopped: {}'.format(stopped), file=sys.stderr)
+        return stopped.status
     return 0
 
 

@@ -103,7 +103,8 @@ def merge_in_dataset_order(shards, num_items, allow_missing=False):
     dimension matches. Every index 0..num_items-1 must appear; an index seen twice
     (a sampler that pads) keeps its first occurrence, so the result is what one
     process would have produced. With `allow_missing`, items no rank returned
-    (skipped) are left out instead.
+    (skipped) are left out instead, and 'indices' gives the dataset index of each
+    item kept.
     """
     indices = [i for shard in shards for i in shard['indices']]
     order = {}
@@ -113,7 +114,8 @@ def merge_in_dataset_order(shards, num_items, allow_missing=False):
     if missing and not allow_missing:
         raise ValueError('merge_in_dataset_order: no result for dataset items {}'
                          .format(missing[:10]))
-    take = [order[i] for i in range(num_items) if i in order]
+    kept = [i for i in range(num_items) if i in order]
+    take = [order[i] for i in kept]
     merged = {}
     for key in shards[0]:
         if key == 'indices':
@@ -124,4 +126,6 @@ def merge_in_dataset_order(shards, num_items, allow_missing=False):
             merged[key] = [flat[p] for p in take]
         else:
             merged[key] = np.concatenate(values, axis=0)[take]
+    if allow_missing:
+        merged['indices'] = np.array(kept, dtype=np.int64)
     return merged

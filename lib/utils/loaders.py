@@ -268,5 +268,6 @@ def build_val_loader(dataset, batch_size, workers, dist_ctx, pin_memory, batcher
     source, collate = _source(dataset, batcher)
     loader = DataLoader(source, batch_size=batch_size, sampler=sampler,
                         num_workers=workers, pin_memory=pin_memory, collate_fn=collate,
+                        worker_init_fn=ignore_stop_signals if workers else None,
                         **_worker_options(workers, persistent_workers, prefetch_factor))
     return loader if batcher is None else DeviceBatches(loader, batcher)

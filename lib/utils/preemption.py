@@ -12,6 +12,7 @@ main process ends them.
 import logging
 import signal
 import threading
+from contextlib import contextmanager
 
 logger = logging.getLogger(__name__)
 
@@ -31,12 +32,39 @@ class TrainingStopped(Exception):
         self.status = exit_status(signum)
 
 
-class StoppedAtOnce(KeyboardInterrupt):
+class Interrupted(KeyboardInterrupt):
+    """A stop signal that ends the run at once (status 128 + signum); like
+    Ctrl-C's KeyboardInterrupt, so `finally` blocks and the one-line report run."""
+
+    def __init__(self, signum, message=None):
+        super().__init__(message or '{} received'.format(signal.Signals(signum).name))
+        self.signum = signum
+
+
+class StoppedAtOnce(Interrupted):
     """A second stop signal: the run ends without saving (status 128 + signum)."""
 
     def __init__(self, signum):
-        super().__init__('{} received twice'.format(signal.Signals(signum).name))
-        self.signum = signum
+        super().__init__(signum, '{} received twice'.format(signal.Signals(signum).name))
+
+
+@contextmanager
+def interrupt_at_once(signals=(signal.SIGTERM,)):
+    """While active, SIGTERM raises Interrupted, as SIGINT raises
+    KeyboardInterrupt: outside the training loop (setup, validation) a
+    preempted run then reports itself in one line instead of vanishing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum, frame):
+        raise Interrupted(signum)
+    previous = {signum: signal.signal(signum, handle) for signum in signals}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 class StopSignals:
