@@ -118,7 +118,7 @@ class Validator:
             j, (w, h) = self.val_dataset.num_joints, cfg.MODEL.EXTRA.HEATMAP_SIZE
             size = len(self.val_dataset) * j * w * h * (2 if self.heatmaps_dtype == 'float16'
                                                         else 4)
-            logger.info('heatmaps (%s, %.1f MB, also held in memory) will be saved to %s',
+            logger.info('heatmaps (%s, %.1f MB) will be saved to %s',
                         self.heatmaps_dtype, size / 2 ** 20, self.heatmaps_file)
         self.val_loader = build_val_loader(
             self.val_dataset, cfg.TEST.BATCH_SIZE * ctx.replicas, cfg.WORKERS, ctx.dist,

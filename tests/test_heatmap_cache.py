@@ -16,6 +16,7 @@ from conftest import (DEMO_CFG, ROOT, TIMEOUT, check_ok, output_dir_of, run_scri
                       tiny_opts, valid_args)
 from core.codec import HeatmapCodec
 from core.config import get_default_config, update_config_from_list
+from core import heatmap_cache
 from core.heatmap_cache import HeatmapCacheError, load_heatmaps, save_heatmaps
 from evaluation import PosePredictions
 
@@ -76,10 +77,10 @@ def test_saving_over_a_file_is_atomic(tmp_path, monkeypatch):
     save_heatmaps(path, heatmaps, predictions, cfg)
     before = open(path, 'rb').read()
 
-    def fail(file, **arrays):
-        file.write(b'PK\x03\x04 half an archive')
+    def fail(member, rows, shape, dtype):   # the disk fills up halfway through the heatmaps
+        member.write(b'half of the heatmaps')
         raise OSError(28, 'No space left on device')
-    monkeypatch.setattr(np, 'savez', fail)
+    monkeypatch.setattr(heatmap_cache, '_stream_npy', fail)
     with pytest.raises(HeatmapCacheError, match='cannot write heatmaps file .*hm.npz: .*No '
                        'space left'):
         save_heatmaps(path, heatmaps * 0, predictions, cfg)
@@ -306,12 +307,14 @@ def test_redecode_of_float32_heatmaps_is_valid_exactly(request, tmp_path, run):
 
 def test_torchrun_valid_saves_the_heatmaps_of_one_process(sample, trained, trained32,
                                                          tmp_path):
-    """Under torchrun the shards' heatmaps are gathered in dataset order."""
+    """Under torchrun the shards' heatmaps (written batch by batch to a part file
+    per rank, never all held in memory) are merged in dataset order."""
     heatmaps = str(tmp_path / 'hm32.npz')
     model_file = os.path.join(output_dir_of(trained[0]), 'final_state.pth.tar')
     check_ok(run_script('valid.py', valid_args(
         sample, str(tmp_path / 'out'), model_file, '--save-heatmaps', heatmaps,
         '--heatmaps-dtype', 'float32'), nproc=2, env={'OMP_NUM_THREADS': '1'}))
+    assert sorted(os.listdir(tmp_path)) == ['hm32.npz', 'out']   # the part files are gone
     two, one = load_heatmaps(heatmaps), load_heatmaps(trained32['heatmaps'])
     assert two.images == one.images and len(one) > 2 * 2   # more than one batch a rank
     for name in ('centers', 'scales', 'box_scores', 'areas'):

@@ -15,10 +15,11 @@ import torch
 from core.codec import HeatmapCodec, argmax_coords
 from core.config import get_model_name
 from core.evaluate import accuracy, accuracy_on_device
+from core.heatmap_cache import HeatmapParts
 from core.inference import decode_keypoints, predict_heatmaps
 from evaluation import PosePredictions
 from utils.distributed import (all_gather_objects, all_reduce_sum, broadcast_object,
-                               get_rank, merge_in_dataset_order)
+                               dataset_order, get_rank, merge_in_dataset_order)
 from utils.errors import NonFiniteLossError  # noqa: F401  (re-exported: core.function)
 from utils.fileio import write_json_atomically
 from utils.meters import AverageMeter, progress_line
@@ -168,15 +169,16 @@ def train_one_epoch(config, train_loader, model, criterion, optimizer, epoch, ou
 
 
 def _collect_predictions(config, val_loader, val_dataset, model, criterion, precision,
-                         device, output_dir, keep_heatmaps=False):
+                         device, output_dir, heatmap_parts=None):
     """Run this rank's share of the validation set. Returns a dict of its
     results in the order of its sampler (keypoints, centers, scales, box_scores,
-    images, and heatmaps with `keep_heatmaps`) plus summed loss/accuracy."""
+    images) plus summed loss/accuracy; the heatmaps go to `heatmap_parts`
+    (core.heatmap_cache.HeatmapParts), when given, batch by batch."""
     flip_pairs = val_dataset.flip_pairs if config.TEST.FLIP_TEST else None
     codec = HeatmapCodec.from_config(config)
     indices = []      # dataset indices predicted (those of skipped images are not)
     skipped = 0
-    parts = {'keypoints': [], 'centers': [], 'scales': [], 'box_scores': [], 'heatmaps': []}
+    parts = {'keypoints': [], 'centers': [], 'scales': [], 'box_scores': []}
     image_paths = []
     batch_time, data_time, losses, acc = (AverageMeter() for _ in range(4))
     total = len(val_loader)
@@ -208,8 +210,8 @@ def _collect_predictions(config, val_loader, val_dataset, model, criterion, prec
             parts['centers'].append(center)
             parts['scales'].append(scale)
             parts['box_scores'].append(meta['score'].numpy())
-            if keep_heatmaps:
-                parts['heatmaps'].append(heatmaps.astype(keep_heatmaps))
+            if heatmap_parts is not None:
+                heatmap_parts.append(heatmaps)
             image_paths.extend(meta['image'])
 
             batch_time.update(time.time() - end)
@@ -223,12 +225,10 @@ def _collect_predictions(config, val_loader, val_dataset, model, criterion, prec
     if skipped:
         logger.warning('validation: %d sample(s) of unreadable images skipped on this rank '
                        '(DATASET.SKIP_BAD_IMAGES; see the warnings above)', skipped)
-    if not keep_heatmaps:
-        del parts['heatmaps']
     if not image_paths:   # every image of this shard was skipped
-        joints, (width, height) = config.MODEL.NUM_JOINTS, config.MODEL.EXTRA.HEATMAP_SIZE
+        joints = config.MODEL.NUM_JOINTS
         empty = {'keypoints': (0, joints, 3), 'centers': (0, 2), 'scales': (0, 2),
-                 'box_scores': (0,), 'heatmaps': (0, joints, height, width)}
+                 'box_scores': (0,)}
         parts = {key: [np.zeros(empty[key], np.float32)] for key in parts}
     shard = {key: np.concatenate(values) for key, values in parts.items()}
     shard.update(indices=indices, images=image_paths,
@@ -256,23 +256,37 @@ def validate_model(config, val_loader, val_dataset, model, criterion, output_dir
     device = _device_of(model)
     precision = precision or Precision(config, device)
     model.eval()
-    shard = _collect_predictions(config, val_loader, val_dataset, model, criterion,
-                                 precision, device, output_dir,
-                                 keep_heatmaps=heatmaps_dtype if heatmaps_file else False)
+    # the heatmaps go to a file per rank as they come, never all into memory
+    parts = HeatmapParts(heatmaps_file, get_rank(), heatmaps_dtype) if heatmaps_file else None
+    try:
+        shard = _collect_predictions(config, val_loader, val_dataset, model, criterion,
+                                     precision, device, output_dir, heatmap_parts=parts)
+    except BaseException:
+        if parts is not None:
+            parts.discard()
+        raise
+    if parts is not None:
+        shard['heatmap_part'] = parts.close()
     stats = all_reduce_sum(shard.pop('stats'), device).tolist()
     loss_avg = stats[0] / max(stats[1], 1)
     acc_avg = stats[2] / max(stats[3], 1)
     shards = all_gather_objects(shard)
     perf_indicator = None
     if get_rank() == 0:
-        merged = merge_in_dataset_order(shards, len(val_dataset),
-                                        allow_missing=val_dataset.skip_bad_images)
-        heatmaps = merged.pop('heatmaps', None)
-        predictions = PosePredictions(**merged)
-        predictions.check_finite()   # nothing non-finite is written or scored
-        if heatmaps_file:
-            from core.heatmap_cache import save_heatmaps
-            save_heatmaps(heatmaps_file, heatmaps, predictions, config)
+        heatmap_parts = [shard.pop('heatmap_part', None) for shard in shards]
+        allow_missing = val_dataset.skip_bad_images
+        merged = merge_in_dataset_order(shards, len(val_dataset), allow_missing=allow_missing)
+        try:
+            predictions = PosePredictions(**merged)
+            predictions.check_finite()   # nothing non-finite is written or scored
+            if heatmaps_file:
+                width, height = config.MODEL.EXTRA.HEATMAP_SIZE
+                HeatmapParts.merge(heatmaps_file, heatmap_parts,
+                                   dataset_order(shards, len(val_dataset), allow_missing)[1],
+                                   (config.MODEL.NUM_JOINTS, height, width), heatmaps_dtype,
+                                   predictions, config)
+        finally:
+            HeatmapParts.remove(heatmap_parts)
         name_values, perf_indicator = val_dataset.get_metric().evaluate(predictions, output_dir)
         name_values = {name: float(value) for name, value in name_values.items()}
         metrics_dir = os.path.join(output_dir, 'results')

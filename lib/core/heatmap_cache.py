@@ -31,7 +31,8 @@ from utils.errors import HeatmapCacheError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ['HeatmapCache', 'HeatmapCacheError', 'load_heatmaps', 'save_heatmaps',
+__all__ = ['HeatmapCache', 'HeatmapCacheError', 'HeatmapParts', 'load_heatmaps',
+           'save_heatmaps',
            'config_value', 'DTYPES', 'SAVED_KEYS']
 
 FORMAT = 'hsrnet-heatmap-cache'
@@ -61,18 +62,32 @@ def save_heatmaps(path, heatmaps, predictions, cfg):
     `predictions` (evaluation.PosePredictions; its keypoints are not kept) and
     the settings of `cfg` to `path` (.npz), atomically. Returns `path`."""
     heatmaps = np.asarray(heatmaps)
-    if heatmaps.dtype.name not in DTYPES:
-        raise ValueError('save_heatmaps: heatmaps must be one of {}, got {}'.format(
-            ', '.join(DTYPES), heatmaps.dtype))
+    _check_dtype(heatmaps.dtype)
     if heatmaps.ndim != 4 or len(heatmaps) != len(predictions):
         raise ValueError('save_heatmaps: expected heatmaps (N={}, J, H, W), got shape {}'
                          .format(len(predictions), heatmaps.shape))
+    rows = (heatmaps[i:i + CHUNK] for i in range(0, len(heatmaps), CHUNK))
+    return _write_cache(path, rows, heatmaps.shape, heatmaps.dtype, predictions, cfg)
+
+
+def _check_dtype(dtype):
+    if np.dtype(dtype).name not in DTYPES:
+        raise ValueError('save_heatmaps: heatmaps must be one of {}, got {}'.format(
+            ', '.join(DTYPES), np.dtype(dtype)))
+
+
+CHUNK = 256   # persons per read or write of heatmaps
+
+
+def _write_cache(path, rows, shape, dtype, predictions, cfg):
+    """Write the .npz of `save_heatmaps` with the heatmaps given as an iterable of
+    row blocks (n, J, H, W) that add up to `shape`: a large set never has to be
+    in memory at once."""
     meta = {'format': FORMAT, 'version': VERSION,
             'model': get_model_name(cfg)[1],
             'config': {key: config_value(cfg, key) for key in SAVED_KEYS},
             'config_yaml': dump_config(cfg)}
     arrays = {'meta': np.array(json.dumps(meta)),
-              'heatmaps': np.ascontiguousarray(heatmaps),
               'images': np.array([str(p) for p in predictions.images], dtype=str)}
     for name in BOX_ARRAYS:
         arrays[name] = np.asarray(getattr(predictions, name), dtype=np.float64)
@@ -83,8 +98,15 @@ def save_heatmaps(path, heatmaps, predictions, cfg):
     except OSError as e:
         raise HeatmapCacheError('cannot write heatmaps file {}: {}'.format(path, e)) from None
     try:
-        with os.fdopen(fd, 'wb') as f:
-            np.savez(f, **arrays)
+        with os.fdopen(fd, 'wb') as f, zipfile.ZipFile(f, 'w', zipfile.ZIP_STORED,
+                                                       allowZip64=True) as archive:
+            # the members np.savez writes: <name>.npy, uncompressed
+            for name in ('meta', 'heatmaps') + BOX_ARRAYS + ('images',):
+                with archive.open(name + '.npy', 'w', force_zip64=True) as member:
+                    if name == 'heatmaps':
+                        _stream_npy(member, rows, shape, dtype)
+                    else:
+                        np.lib.format.write_array(member, arrays[name], allow_pickle=False)
         os.chmod(tmp, 0o644)  # mkstemp makes it private
         os.replace(tmp, path)
     except BaseException as e:
@@ -93,9 +115,108 @@ def save_heatmaps(path, heatmaps, predictions, cfg):
             raise HeatmapCacheError('cannot write heatmaps file {}: {}'.format(path, e)) \
                 from None
         raise
-    logger.info('=> heatmaps of %d persons (%s, %.1f MB) saved to %s', len(heatmaps),
-                heatmaps.dtype, os.path.getsize(path) / 2 ** 20, path)
+    logger.info('=> heatmaps of %d persons (%s, %.1f MB) saved to %s', shape[0],
+                np.dtype(dtype), os.path.getsize(path) / 2 ** 20, path)
     return path
+
+
+def _stream_npy(member, rows, shape, dtype):
+    header = {'descr': np.lib.format.dtype_to_descr(np.dtype(dtype)),
+              'fortran_order': False, 'shape': tuple(int(n) for n in shape)}
+    np.lib.format.write_array_header_2_0(member, header)
+    written = 0
+    for block in rows:
+        block = np.ascontiguousarray(block, dtype=dtype)
+        member.write(block.tobytes())
+        written += len(block)
+    if written != shape[0]:
+        raise ValueError('save_heatmaps: {} heatmaps written for {} persons'.format(
+            written, shape[0]))
+
+
+class HeatmapParts:
+    """The heatmaps of one rank's validation shard, appended batch by batch to a
+    raw file beside the cache file (`<path>.rank<R>.part`) instead of memory;
+    `merge` (on rank 0) writes the cache in dataset order from every rank's
+    part and removes the parts. Under torchrun the ranks must share the output
+    folder (one machine, or a shared filesystem)."""
+
+    def __init__(self, path, rank, dtype):
+        _check_dtype(dtype)
+        self.path = path
+        self.dtype = np.dtype(dtype)
+        self.part = '{}.rank{}.part'.format(path, rank)
+        self.count = 0
+        self.row_shape = None
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self._file = open(self.part, 'wb')
+        except OSError as e:
+            raise HeatmapCacheError('cannot write heatmaps file {}: {}'.format(
+                self.part, e)) from None
+
+    def append(self, heatmaps):
+        block = np.ascontiguousarray(heatmaps, dtype=self.dtype)
+        self.row_shape = block.shape[1:]
+        try:
+            self._file.write(block.tobytes())
+        except OSError as e:
+            self.discard()
+            raise HeatmapCacheError('cannot write heatmaps file {}: {}'.format(
+                self.part, e)) from None
+        self.count += len(block)
+
+    def close(self):
+        """Finish this rank's part; returns what `merge` needs of it (picklable)."""
+        self._file.close()
+        return {'part': self.part, 'count': self.count}
+
+    def discard(self):
+        self._file.close()
+        if os.path.exists(self.part):
+            os.unlink(self.part)
+
+    @staticmethod
+    def merge(path, parts, order, row_shape, dtype, predictions, cfg):
+        """Write the cache `path` from the ranks' parts: `order` lists, for each
+        person of `predictions` in turn, (rank, row in that rank's part)."""
+        dtype = np.dtype(dtype)
+        row_shape = tuple(row_shape)
+        maps = []
+        try:
+            for part in parts:
+                if part['count'] == 0:
+                    maps.append(np.zeros((0,) + row_shape, dtype))
+                    continue
+                maps.append(np.memmap(part['part'], dtype=dtype, mode='r',
+                                      shape=(part['count'],) + row_shape))
+        except (OSError, ValueError) as e:
+            raise HeatmapCacheError('cannot read the heatmaps of a rank ({}): {} (under '
+                                    'torchrun the ranks must share the output folder)'
+                                    .format(part['part'], e)) from None
+        order = np.asarray(order, dtype=np.int64).reshape(-1, 2)
+
+        def rows():
+            for start in range(0, len(order), CHUNK):
+                chunk = order[start:start + CHUNK]
+                block = np.empty((len(chunk),) + row_shape, dtype)
+                for rank in np.unique(chunk[:, 0]):
+                    mine = chunk[:, 0] == rank
+                    block[mine] = maps[rank][chunk[mine, 1]]
+                yield block
+        try:
+            return _write_cache(path, rows(), (len(order),) + row_shape, dtype,
+                                predictions, cfg)
+        finally:
+            maps.clear()
+            HeatmapParts.remove(parts)
+
+    @staticmethod
+    def remove(parts):
+        """Delete the part files that are still there (of `close()` results)."""
+        for part in parts:
+            if part is not None and os.path.exists(part['part']):
+                os.unlink(part['part'])
 
 
 class HeatmapCache:

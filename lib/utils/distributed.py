@@ -95,6 +95,23 @@ def all_reduce_sum(values, device):
     return tensor.cpu()
 
 
+def dataset_order(shards, num_items, allow_missing=False):
+    """Where each dataset item is among the ranks' results: (kept, places), the
+    dataset indices that have a result, ascending, and for each its (rank, row)
+    in that rank's shard. `shards` as in `merge_in_dataset_order`; an index seen
+    twice (a sampler that pads) keeps its first occurrence."""
+    places = {}
+    for rank, shard in enumerate(shards):
+        for row, index in enumerate(shard['indices']):
+            places.setdefault(int(index), (rank, row))
+    missing = sorted(set(range(num_items)) - set(places))
+    if missing and not allow_missing:
+        raise ValueError('merge_in_dataset_order: no result for dataset items {}'
+                         .format(missing[:10]))
+    kept = [i for i in range(num_items) if i in places]
+    return kept, [places[i] for i in kept]
+
+
 def merge_in_dataset_order(shards, num_items, allow_missing=False):
     """Put per-rank results back in dataset order.
 
@@ -106,16 +123,9 @@ def merge_in_dataset_order(shards, num_items, allow_missing=False):
     (skipped) are left out instead, and 'indices' gives the dataset index of each
     item kept.
     """
-    indices = [i for shard in shards for i in shard['indices']]
-    order = {}
-    for position, index in enumerate(indices):
-        order.setdefault(int(index), position)
-    missing = sorted(set(range(num_items)) - set(order))
-    if missing and not allow_missing:
-        raise ValueError('merge_in_dataset_order: no result for dataset items {}'
-                         .format(missing[:10]))
-    kept = [i for i in range(num_items) if i in order]
-    take = [order[i] for i in kept]
+    kept, places = dataset_order(shards, num_items, allow_missing)
+    offsets = np.cumsum([0] + [len(shard['indices']) for shard in shards])
+    take = [offsets[rank] + row for rank, row in places]
     merged = {}
     for key in shards[0]:
         if key == 'indices':
