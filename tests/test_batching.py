@@ -143,7 +143,7 @@ def test_reduced_decode_gives_close_crops_and_the_same_joints(sample):
         np.random.seed(i)
         b = reduced.load_sample(i)
         np.testing.assert_array_equal(a['joints'], b['joints'])
-        f = reduced._decode_factor(b['scale'])
+        f = reduced._decode_factor(b['image'])
         factors.append(f)
         if f == 1:
             assert np.array_equal(a['crop'], b['crop'])

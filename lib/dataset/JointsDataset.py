@@ -100,6 +100,15 @@ def jpeg_width(path):
     return None
 
 
+def _largest_factor(shrink):
+    """The largest of 1, 2, 4, 8 that a crop shrinking the image `shrink` times
+    allows (the reduced image keeps at least the crop's resolution)."""
+    factor = 1
+    while factor < 8 and shrink >= 2 * factor:
+        factor *= 2
+    return factor
+
+
 def reduced_crop(image, image_width, factor, center, scale, rotation, image_size, flip):
     """crop_image for an image decoded at 1/factor size (DATASET.REDUCED_DECODE):
     the same box, the same trans (full-size image -> crop) returned; reduced pixel
@@ -193,6 +202,7 @@ class JointsDataset(Dataset):
         self.db = []
         self._check_config(cfg)
         self.reduced_decode = bool(cfg.DATASET.get('REDUCED_DECODE', False))
+        self._decode_factors = None   # image -> decode factor, made on first use
         self.keypoints = KeypointLayout.from_config(cfg, self.native_keypoints) \
             if self.custom_keypoints else self.native_keypoints
         # the original's attributes
@@ -322,16 +332,24 @@ class JointsDataset(Dataset):
         target, target_weight = self.generate_target(sample['joints'], sample['joints_vis'])
         return input, torch.from_numpy(target), torch.from_numpy(target_weight), sample
 
-    def _decode_factor(self, scale):
-        """1, 2, 4 or 8: how much smaller the JPEG may be decoded (DATASET.REDUCED_DECODE)
-        so that the crop still shrinks it (the crop's zoom is output width / box width)."""
+    def _decode_factor(self, image):
+        """1, 2, 4 or 8: how much smaller the JPEG `image` may be decoded
+        (DATASET.REDUCED_DECODE) so that the crops of all its persons still shrink
+        it, even at the largest zoom the augmentation can give (the crop's zoom is
+        output width / box width). One factor per image: its persons share one
+        decode, and the pixels depend on no order or cache."""
         if not self.reduced_decode:
             return 1
-        shrink = float(scale[0]) * PIXEL_STD / float(self.image_size[0])
-        factor = 1
-        while factor < 8 and shrink >= 2 * factor:
-            factor *= 2
-        return factor
+        if self._decode_factors is None:
+            zoom_in = 1 - self.scale_factor if self.is_train else 1.0
+            narrowest = {}
+            for rec in self.db:
+                width = float(rec['scale'][0])
+                narrowest[rec['image']] = min(narrowest.get(rec['image'], width), width)
+            self._decode_factors = {
+                path: _largest_factor(width * zoom_in * PIXEL_STD / float(self.image_size[0]))
+                for path, width in narrowest.items()}
+        return self._decode_factors.get(image, 1)
 
     def load_sample(self, idx, encoded=None):
         """The worker's share of an item: decode, augment and crop. A dict with
@@ -349,7 +367,7 @@ class JointsDataset(Dataset):
             scale_mult, rotation, flip = self._augmentation()
             scale = scale * scale_mult
         encoded = self.gpu_decode if encoded is None else encoded
-        factor = 1 if encoded else self._decode_factor(scale)
+        factor = 1 if encoded else self._decode_factor(rec['image'])
         crop = None
         if encoded:
             jpeg = self.read_bytes(rec['image'])
