@@ -173,6 +173,21 @@ def test_corrupt_image_is_one_line_naming_it(sample, trained, tmp_path, workers)
         corrupt)], result.stderr
 
 
+def test_corrupt_training_image_with_workers_ends_the_run(sample, tmp_path):
+    # the workers ignore SIGTERM (a stop is the main process's to handle): after
+    # the error the run must still end them instead of waiting for them forever
+    root = tmp_path / 'sample'
+    shutil.copytree(sample, root)
+    images = root / 'images' / 'train2017'
+    corrupt = images / sorted(os.listdir(images))[1]
+    corrupt.write_bytes(b'not a jpeg')
+    result = run_script('train.py', train_args(str(root), str(tmp_path / 'out'), WORKERS=1,
+                                               **{'TRAIN.END_EPOCH': 1}))
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == \
+        'error: cannot decode image {} (corrupt or not an image file)'.format(corrupt)
+
+
 NAN_WRAPPER = '''
 import os, runpy, sys
 import torch

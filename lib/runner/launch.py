@@ -15,7 +15,8 @@ from utils.distributed import DistContext, barrier, init_distributed, shutdown_d
 from utils.errors import ConfigError, DataError, NonFiniteLossError, NonFinitePredictionError
 from utils.fileio import WriteError
 from utils.precision import Precision
-from utils.preemption import TrainingStopped, exit_status, interrupt_at_once
+from utils.preemption import (TrainingStopped, end_worker_processes, exit_status,
+                              interrupt_at_once)
 from utils.runlock import RunLockError
 
 # Errors that mean "the run is set up wrongly" (ConfigError is a ValueError), or
@@ -71,6 +72,7 @@ def run_job(job_class, args):
         holder.clear()
         gc.collect()
         shutdown_distributed()
+        end_worker_processes()
         runlock.release()
 
 

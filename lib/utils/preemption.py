@@ -10,6 +10,7 @@ checkpoint. DataLoader workers ignore both signals (`ignore_stop_signals`): the
 main process ends them.
 """
 import logging
+import multiprocessing
 import signal
 import threading
 from contextlib import contextmanager
@@ -107,3 +108,13 @@ def ignore_stop_signals(worker_id=None):
     """DataLoader worker_init_fn: leave SIGTERM/SIGINT to the main process."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
+
+
+def end_worker_processes(timeout=5.0):
+    """Kill the child processes still alive when a run ends (DataLoader workers
+    left waiting after an error). They ignore SIGTERM (`ignore_stop_signals`), so
+    the terminate() that multiprocessing sends them at exit would not end them and
+    its join would wait forever. Called once the run's files are written."""
+    for child in multiprocessing.active_children():
+        child.kill()
+        child.join(timeout)
