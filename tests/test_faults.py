@@ -741,3 +741,39 @@ def test_paths_with_spaces_and_non_ascii_characters(sample, reference, tmp_path)
                         fault_args(str(root), out_dir)[2:]))
     with open(os.path.join(output_dir_of(out_dir), RESULTS)) as f:
         assert json.load(f)
+
+
+def _wait_ignoring_stop_signals():
+    from utils.preemption import ignore_stop_signals
+    ignore_stop_signals()
+    time.sleep(60)
+
+
+def test_run_job_ends_its_own_leftover_workers_only():
+    """A worker left waiting after an error (it ignores SIGTERM, as DataLoader
+    workers do) is killed when the run ends; the caller's own children are not."""
+    import multiprocessing
+    from runner.launch import run_job
+    from utils.errors import DataError
+    fork = multiprocessing.get_context('fork')
+    callers = fork.Process(target=time.sleep, args=(60,), daemon=True)
+    callers.start()
+    started = []
+
+    class LeavesAWorker:
+        def __init__(self, args):
+            pass
+
+        def run(self):
+            worker = fork.Process(target=_wait_ignoring_stop_signals, daemon=True)
+            worker.start()
+            started.append(worker)
+            raise DataError('cannot decode image x.jpg')
+
+    try:
+        assert run_job(LeavesAWorker, None) == 1
+        assert not started[0].is_alive() and started[0].exitcode == -signal.SIGKILL
+        assert callers.is_alive()
+    finally:
+        callers.kill()
+        callers.join()

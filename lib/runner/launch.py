@@ -15,8 +15,8 @@ from utils.distributed import DistContext, barrier, init_distributed, shutdown_d
 from utils.errors import ConfigError, DataError, NonFiniteLossError, NonFinitePredictionError
 from utils.fileio import WriteError
 from utils.precision import Precision
-from utils.preemption import (TrainingStopped, end_worker_processes, exit_status,
-                              interrupt_at_once)
+from utils.preemption import (TrainingStopped, child_processes, end_worker_processes,
+                              exit_status, interrupt_at_once)
 from utils.runlock import RunLockError
 
 # Errors that mean "the run is set up wrongly" (ConfigError is a ValueError), or
@@ -55,6 +55,7 @@ def run_job(job_class, args):
     process group. Returns the exit status."""
     log = logging.getLogger(__name__)
     holder = []
+    children = child_processes()   # the caller's, left alone at the end
     try:
         with interrupt_at_once():
             return _build_and_run(job_class, args, holder, log)
@@ -72,7 +73,7 @@ def run_job(job_class, args):
         holder.clear()
         gc.collect()
         shutdown_distributed()
-        end_worker_processes()
+        end_worker_processes(children)
         runlock.release()
 
 

@@ -110,11 +110,17 @@ def ignore_stop_signals(worker_id=None):
         signal.signal(signum, signal.SIG_IGN)
 
 
-def end_worker_processes(timeout=5.0):
-    """Kill the child processes still alive when a run ends (DataLoader workers
-    left waiting after an error). They ignore SIGTERM (`ignore_stop_signals`), so
-    the terminate() that multiprocessing sends them at exit would not end them and
-    its join would wait forever. Called once the run's files are written."""
-    for child in multiprocessing.active_children():
+def child_processes():
+    """The multiprocessing children alive now (for `end_worker_processes`)."""
+    return set(multiprocessing.active_children())
+
+
+def end_worker_processes(existing=(), timeout=5.0):
+    """Kill the child processes started since `existing` (child_processes() at the
+    run's start) that are still alive when the run ends: DataLoader workers left
+    waiting after an error. They ignore SIGTERM (`ignore_stop_signals`), so the
+    terminate() that multiprocessing sends them at exit would not end them and its
+    join would wait forever. Called once the run's files are written."""
+    for child in set(multiprocessing.active_children()) - set(existing):
         child.kill()
         child.join(timeout)
