@@ -1,5 +1,6 @@
 """Unit tests of the training machinery: loss, accuracy, optimizer and schedule,
 seeded loaders, gathering across ranks, precision, progress line, debug images."""
+import logging
 import os
 import subprocess
 import sys
@@ -329,3 +330,23 @@ def test_cpu_malloc_cache_applies_in_a_fresh_process():
     out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
                          timeout=60, check=True).stdout.split()
     assert out == [str(sys.platform.startswith('linux'))]
+
+
+def test_debug_pictures_that_cannot_be_written_are_one_warning(tmp_path, caplog):
+    # a debug picture never stops training: its folder is a file here
+    cfg = get_default_config()
+    cfg.DEBUG.update(DEBUG=True, SAVE_BATCH_IMAGES_GT=True, SAVE_BATCH_IMAGES_PRED=False,
+                     SAVE_HEATMAPS_GT=False, SAVE_HEATMAPS_PRED=False)
+    (tmp_path / 'debug').write_text('not a folder')
+    images, heatmaps = torch.zeros(2, 3, 32, 24), torch.rand(2, 4, 8, 6)
+    joints = torch.full((2, 4, 3), 10.0)
+    meta = {'joints': joints, 'joints_vis': torch.ones(2, 4, 3)}
+    with caplog.at_level(logging.WARNING):
+        for i in range(3):
+            save_debug_images(cfg, images, meta, heatmaps, joints[..., :2].numpy(), heatmaps,
+                              str(tmp_path / 'debug' / 'train_{}'.format(i)))
+    warnings = [r.getMessage() for r in caplog.records if 'debug pictures' in r.getMessage()]
+    assert len(warnings) == 1 and str(tmp_path / 'debug') in warnings[0]
+    from utils.vis import write_image
+    with pytest.raises(OSError, match=r'cannot write image .*x\.unknown'):
+        write_image(str(tmp_path / 'x.unknown'), np.zeros((4, 4, 3), np.uint8))

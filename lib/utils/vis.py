@@ -2,6 +2,7 @@
 
 Everything is written with OpenCV, so images are BGR uint8 here.
 """
+import logging
 import math
 import os
 
@@ -10,6 +11,8 @@ import numpy as np
 import torch
 
 from utils.keypoints import COCO_KEYPOINTS
+
+logger = logging.getLogger(__name__)
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -116,7 +119,7 @@ def save_batch_image_with_joints(batch_image, batch_joints, batch_joints_vis, fi
     visible = _numpy(batch_joints_vis)[..., 0]
     for image, image_joints, image_visible in zip(images, joints, visible):
         draw_joints(image, image_joints, image_visible, color)
-    cv2.imwrite(file_name, image_grid(images))
+    write_image(file_name, image_grid(images))
 
 
 def save_batch_heatmaps(batch_image, batch_heatmaps, file_name, color_rgb=False,
@@ -135,8 +138,20 @@ def save_batch_heatmaps(batch_image, batch_heatmaps, file_name, color_rgb=False,
     tiles = np.concatenate([crops[:, None], overlay], axis=1)   # (N, 1 + J, h, w, 3)
     zoom = max(1, -(-MIN_TILE_HEIGHT // hm_h))    # small heatmaps: whole-pixel upscaling
     tiles = tiles.repeat(zoom, axis=2).repeat(zoom, axis=3)
-    cv2.imwrite(file_name, image_grid(tiles.reshape(-1, hm_h * zoom, hm_w * zoom, 3),
+    write_image(file_name, image_grid(tiles.reshape(-1, hm_h * zoom, hm_w * zoom, 3),
                                       ncols=num_joints + 1, padding=1))
+
+
+def write_image(path, image):
+    """cv2.imwrite, with an OSError naming the file when it writes nothing
+    (OpenCV only returns False, or raises cv2.error)."""
+    try:
+        written = cv2.imwrite(path, image)
+    except cv2.error as e:
+        raise OSError('cannot write image {}: {}'.format(path, str(e).strip().splitlines()[-1]))
+    if not written:
+        raise OSError('cannot write image {} (full disk, no permission, or an unknown '
+                      'extension?)'.format(path))
 
 
 def save_debug_images(config, input, meta, target, joints_pred, output, prefix):
@@ -147,8 +162,21 @@ def save_debug_images(config, input, meta, target, joints_pred, output, prefix):
     debug = config.DEBUG
     if not debug.DEBUG:
         return
+    try:
+        _save_debug_images(debug, config.DATASET.COLOR_RGB, input, meta, target,
+                           joints_pred, output, prefix)
+    except OSError as e:   # a debug picture never stops a run: one warning per folder
+        folder = os.path.dirname(prefix) or '.'
+        if folder not in _WARNED:
+            _WARNED.add(folder)
+            logger.warning('debug pictures are not saved: %s', e)
+
+
+_WARNED = set()
+
+
+def _save_debug_images(debug, rgb, input, meta, target, joints_pred, output, prefix):
     os.makedirs(os.path.dirname(prefix) or '.', exist_ok=True)
-    rgb = config.DATASET.COLOR_RGB
     if debug.SAVE_BATCH_IMAGES_GT:
         save_batch_image_with_joints(input, meta['joints'], meta['joints_vis'],
                                      prefix + '_gt.jpg', GT_COLOR, rgb)
