@@ -244,3 +244,12 @@ def test_mpii_persons_of_skipped_images_count_as_misses(tmp_path, caplog):
     assert full == pytest.approx(100.0) and 70 < perf < 90   # one person in five missed
     saved = loadmat(str(tmp_path / 'out' / 'pred.mat'))['preds']
     assert saved.shape[0] == 5 and np.isnan(saved[2]).all() and np.isfinite(saved[kept]).all()
+    # a test set (no ground truth) gets its size from the dataset: the last person
+    # skipped still has its (NaN) row
+    test_metric = PCKhMetric(str(root / 'annot' / 'gt_test.mat'), 'test', num_persons=5)
+    first4 = PosePredictions(keypoints=preds[:4], centers=boxes[:4, :2], scales=boxes[:4, 2:4],
+                             box_scores=boxes[:4, 5], images=paths[:4], indices=[0, 1, 2, 3])
+    assert test_metric.evaluate(first4, str(tmp_path / 'test')) == ({'Null': 0.0}, 0.0)
+    saved = loadmat(str(tmp_path / 'test' / 'pred.mat'))['preds']
+    assert saved.shape[0] == 5 and np.isnan(saved[4]).all() and np.isfinite(saved[:4]).all()
+    assert dataset.build_dataset(cfg, 'valid', False).get_metric().num_persons == 5

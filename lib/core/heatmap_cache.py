@@ -138,16 +138,14 @@ class HeatmapParts:
     """The heatmaps of one rank's validation shard, appended batch by batch to a
     raw file beside the cache file (`<path>.rank<R>.part`) instead of memory;
     `merge` (on rank 0) writes the cache in dataset order from every rank's
-    part and removes the parts. Under torchrun the ranks must share the output
+    part, `remove` deletes the parts. Under torchrun the ranks must share the output
     folder (one machine, or a shared filesystem)."""
 
     def __init__(self, path, rank, dtype):
         _check_dtype(dtype)
-        self.path = path
         self.dtype = np.dtype(dtype)
         self.part = '{}.rank{}.part'.format(path, rank)
         self.count = 0
-        self.row_shape = None
         try:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             self._file = open(self.part, 'wb')
@@ -157,7 +155,6 @@ class HeatmapParts:
 
     def append(self, heatmaps):
         block = np.ascontiguousarray(heatmaps, dtype=self.dtype)
-        self.row_shape = block.shape[1:]
         try:
             self._file.write(block.tobytes())
         except OSError as e:
@@ -179,7 +176,8 @@ class HeatmapParts:
     @staticmethod
     def merge(path, parts, order, row_shape, dtype, predictions, cfg):
         """Write the cache `path` from the ranks' parts: `order` lists, for each
-        person of `predictions` in turn, (rank, row in that rank's part)."""
+        person of `predictions` in turn, (rank, row in that rank's part). The
+        caller removes the parts (`remove`), also when this fails."""
         dtype = np.dtype(dtype)
         row_shape = tuple(row_shape)
         maps = []
@@ -204,12 +202,7 @@ class HeatmapParts:
                     mine = chunk[:, 0] == rank
                     block[mine] = maps[rank][chunk[mine, 1]]
                 yield block
-        try:
-            return _write_cache(path, rows(), (len(order),) + row_shape, dtype,
-                                predictions, cfg)
-        finally:
-            maps.clear()
-            HeatmapParts.remove(parts)
+        return _write_cache(path, rows(), (len(order),) + row_shape, dtype, predictions, cfg)
 
     @staticmethod
     def remove(parts):

@@ -94,4 +94,4 @@ class MPIIDataset(JointsDataset):
     def get_metric(self):
         """PCKh against annot/gt_<set>.mat."""
         return PCKhMetric(os.path.join(self.root, 'annot', 'gt_{}.mat'.format(self.image_set)),
-                          self.image_set)
+                          self.image_set, num_persons=len(self.db))

@@ -70,9 +70,12 @@ class PCKhMetric:
     """PCKh@0.5 per joint group of an MPII set; predictions in the set's order.
     A test set (no ground truth) only gets its predictions saved."""
 
-    def __init__(self, gt_file, image_set):
+    def __init__(self, gt_file, image_set, num_persons=None):
         self.gt_file = gt_file
         self.image_set = image_set
+        # persons in the set: the rows of pred.mat when some have no prediction
+        # (a test set has no ground truth to count them)
+        self.num_persons = num_persons
 
     def evaluate(self, predictions, output_dir):
         """Saves <output_dir>/pred.mat (1-based, as the original); returns
@@ -82,7 +85,10 @@ class PCKhMetric:
         keypoints = predictions.keypoints
         if predictions.indices is not None:
             # persons of skipped images (DATASET.SKIP_BAD_IMAGES): NaN, scored as misses
-            total = len(predictions.indices) if gt is None else gt['pos_gt_src'].shape[2]
+            total = gt['pos_gt_src'].shape[2] if gt is not None else self.num_persons
+            if total is None:
+                raise ValueError('PCKh: predictions of a subset of {} need num_persons '
+                                 '(the size of the set)'.format(self.image_set))
             if len(predictions.indices) and predictions.indices.max() >= total:
                 raise ValueError('{}: prediction for person {} but the set holds {}'.format(
                     self.gt_file, int(predictions.indices.max()), total))
