@@ -100,14 +100,20 @@ def load_results(out_dir):
         return json.load(f)
 
 
+def generate_sample(root, seed, train_images, val_images):
+    """tools/make_sample_data.py into `root`: a COCO-layout sample with detector
+    boxes. Returns str(root)."""
+    subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'make_sample_data.py'),
+                    '--out', str(root), '--seed', str(seed), '--train-images',
+                    str(train_images), '--val-images', str(val_images)],
+                   check=True, capture_output=True, timeout=TIMEOUT)
+    return str(root)
+
+
 @pytest.fixture(scope='session')
 def sample(tmp_path_factory):
     """A generated COCO-layout sample (6 train, 4 val images, detector boxes)."""
-    root = tmp_path_factory.mktemp('sample')
-    subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'make_sample_data.py'),
-                    '--out', str(root), '--seed', '1', '--train-images', '6',
-                    '--val-images', '4'], check=True, capture_output=True, timeout=TIMEOUT)
-    return str(root)
+    return generate_sample(tmp_path_factory.mktemp('sample'), 1, 6, 4)
 
 
 @pytest.fixture(scope='session')

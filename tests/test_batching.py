@@ -11,9 +11,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
-from conftest import ROOT, coco_config
+from conftest import ROOT, coco_config, generate_sample
 from dataset import build_dataset
 from core.codec import HeatmapCodec
 from dataset.JointsDataset import jpeg_width
@@ -25,11 +24,7 @@ from utils.transforms import get_affine_transform
 
 @pytest.fixture(scope='module')
 def sample(tmp_path_factory):
-    root = tmp_path_factory.mktemp('sample')
-    subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'make_sample_data.py'),
-                    '--out', str(root), '--seed', '2', '--train-images', '5',
-                    '--val-images', '2'], check=True, capture_output=True, timeout=120)
-    return str(root)
+    return generate_sample(tmp_path_factory.mktemp('sample'), 2, 5, 2)
 
 
 @pytest.mark.parametrize('image_size,heatmap_size,sigma', [

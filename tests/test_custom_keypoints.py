@@ -2,16 +2,14 @@
 joints (no eyes and ears), declared in the yaml, used end to end."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import dataset
-from conftest import DETECTIONS, ROOT, coco_config
+from conftest import DETECTIONS, coco_config, generate_sample
 from core.inference import get_final_preds
-from test_train_valid import TIMEOUT, check_ok, output_dir_of, run_script, train_args, \
+from test_train_valid import check_ok, output_dir_of, run_script, train_args, \
     valid_args
 from utils.errors import ConfigError
 from utils.keypoints import COCO_KEYPOINTS
@@ -32,9 +30,7 @@ def layout_opts():
 @pytest.fixture(scope='module')
 def sample13(tmp_path_factory):
     root = tmp_path_factory.mktemp('sample13')
-    subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'make_sample_data.py'),
-                    '--out', str(root), '--seed', '2', '--train-images', '6',
-                    '--val-images', '4'], check=True, capture_output=True, timeout=TIMEOUT)
+    generate_sample(root, 2, 6, 4)
     for split in ('train2017', 'val2017'):
         path = root / 'annotations' / 'person_keypoints_{}.json'.format(split)
         coco = json.loads(path.read_text())
