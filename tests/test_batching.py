@@ -280,3 +280,28 @@ def test_grid_sample_crops_match_opencv(sample):
     crops = warp_batch(images, np.stack(warps), (96, 128)).numpy()
     diff = np.abs(crops.astype(float) - np.stack(expected)).mean(axis=(1, 2, 3))
     assert crops.shape == (len(images), 128, 96, 3) and diff.max() < 1.0, diff
+
+
+def test_a_script_that_leaves_workers_running_still_exits(sample):
+    """A loop left early with persistent workers, the loader alive at exit: the
+    workers ignore SIGTERM, so multiprocessing's exit would wait on them forever
+    without utils.preemption.kill_workers_at_exit."""
+    code = '\n'.join([
+        'import sys; sys.path.insert(0, {lib!r}); sys.path.insert(0, {tests!r})',
+        'from conftest import coco_config',
+        'from dataset import build_dataset',
+        'from utils.distributed import DistContext',
+        'from utils.loaders import EpochSeededLoader',
+        'ds = build_dataset(coco_config({root!r}), "train2017", True)',
+        'loader = EpochSeededLoader(ds, 2, 2, True, 0, DistContext(), False,',
+        '                           persistent_workers=True)',
+        'loader.set_epoch(0)',
+        'batches = iter(loader)',
+        'next(batches)',
+        'print("one batch")']).format(lib=os.path.join(ROOT, 'lib'),
+                                      tests=os.path.join(ROOT, 'tests'), root=sample)
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 'one batch' in done.stdout
+    assert 'Traceback' not in done.stderr

@@ -20,7 +20,7 @@ from utils.loaders import EpochSeededLoader, ShardSampler
 from utils.meters import AverageMeter, progress_line
 from utils.precision import Precision
 from runner.setup import get_lr_scheduler, get_optimizer, parse_gpus
-from utils.seeding import derive_seed
+from utils.seeding import derive_seed, seed_everything, seed_sample
 from utils.vis import IMAGENET_MEAN, IMAGENET_STD, save_debug_images, to_display_images
 
 
@@ -350,3 +350,15 @@ def test_debug_pictures_that_cannot_be_written_are_one_warning(tmp_path, caplog)
     from utils.vis import write_image
     with pytest.raises(OSError, match=r'cannot write image .*x\.unknown'):
         write_image(str(tmp_path / 'x.unknown'), np.zeros((4, 4, 3), np.uint8))
+
+
+def test_seed_sample_draws_what_seed_everything_draws():
+    import random
+
+    def draws(seed_fn, seed):
+        seed_fn(seed)
+        return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+    for seed in (0, 12345, 2 ** 32 + 7):
+        assert draws(seed_sample, seed) == draws(seed_everything, seed)
+    assert draws(seed_sample, 1) != draws(seed_sample, 2)

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
 
-from utils.preemption import ignore_stop_signals
-from utils.seeding import derive_seed, seed_everything
+from utils.preemption import ignore_stop_signals, kill_workers_at_exit
+from utils.seeding import derive_seed, seed_everything, seed_sample
 
 
 def collate_skipping(items):
@@ -85,7 +85,7 @@ class SeededItems(Dataset):
 
     def __getitem__(self, key):
         index, seed = key
-        seed_everything(seed)
+        seed_sample(seed)
         return self.dataset[index]
 
 
@@ -189,6 +189,7 @@ def _source(dataset, batcher):
 def _worker_options(workers, persistent_workers, prefetch_factor):
     if workers <= 0:
         return {}
+    kill_workers_at_exit()
     options = {'persistent_workers': bool(persistent_workers)}
     if prefetch_factor > 0:
         options['prefetch_factor'] = int(prefetch_factor)

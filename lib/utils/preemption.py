@@ -9,6 +9,7 @@ SIGINT. A second signal stops at once (KeyboardInterrupt), keeping the last
 checkpoint. DataLoader workers ignore both signals (`ignore_stop_signals`): the
 main process ends them.
 """
+import atexit
 import logging
 import multiprocessing
 import signal
@@ -108,6 +109,33 @@ def ignore_stop_signals(worker_id=None):
     """DataLoader worker_init_fn: leave SIGTERM/SIGINT to the main process."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
+
+
+_exit_hook = []
+
+
+def kill_workers_at_exit():
+    """Make sure the interpreter's exit ends the daemonic children (DataLoader
+    workers) with SIGKILL. At exit multiprocessing terminate()s them and joins, but
+    workers under `ignore_stop_signals` ignore that SIGTERM and the join would wait
+    forever: a script that leaves a loader's iterator (persistent workers, a loop
+    left early) alive at exit would never end. Registered once, after
+    multiprocessing's own hook, so it runs first; called by the loaders."""
+    if not _exit_hook:
+        _exit_hook.append(atexit.register(_kill_daemonic_children))
+
+
+def _kill_daemonic_children():
+    children = [c for c in multiprocessing.active_children() if c.daemon]
+    if not children:
+        return
+    if threading.current_thread() is threading.main_thread():
+        # torch's SIGCHLD handler would report the killed workers as a failure
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in children:
+        child.kill()
+    for child in children:
+        child.join(5.0)
 
 
 def child_processes():
