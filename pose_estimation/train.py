@@ -187,12 +187,19 @@ class Trainer:
         }
 
     def _save(self, epoch, perf):
+        """The checkpoint after `epoch`; `perf` None: not validated (TRAIN.VALIDATE_EVERY),
+        the last validated perf is kept and the epoch cannot be the best."""
         self._check_weights(epoch)
-        is_best = perf > self.best_perf
-        self.best_perf = max(self.best_perf, perf)
+        if perf is None:
+            perf, is_best = self.last_perf, False
+            logger.info('saving checkpoint to %s (not validated after this epoch; best %.4f)',
+                        self.ctx.output_dir, self.best_perf)
+        else:
+            is_best = perf > self.best_perf
+            self.best_perf = max(self.best_perf, perf)
+            logger.info('saving checkpoint to %s (perf %.4f, best %.4f)', self.ctx.output_dir,
+                        perf, self.best_perf)
         self.last_perf = perf
-        logger.info('saving checkpoint to %s (perf %.4f, best %.4f)', self.ctx.output_dir,
-                    perf, self.best_perf)
         save_checkpoint(self._state(epoch + 1, 0, perf), is_best, self.ctx.output_dir)
 
     def _save_mid_epoch(self, epoch, batch):
@@ -266,9 +273,11 @@ class Trainer:
                 self._save_mid_epoch(epoch, self.stop_at)
                 raise self._stopped(epoch, self.stop_at)
             self.scheduler.step()
-            perf = validate_model(cfg, self.val_loader, self.val_dataset, self.model,
-                                  self.criterion, ctx.output_dir, self.writer, ctx.precision,
-                                  epoch=epoch)
+            perf = None
+            if (epoch + 1) % cfg.TRAIN.VALIDATE_EVERY == 0 or epoch + 1 == cfg.TRAIN.END_EPOCH:
+                perf = validate_model(cfg, self.val_loader, self.val_dataset, self.model,
+                                      self.criterion, ctx.output_dir, self.writer,
+                                      ctx.precision, epoch=epoch)
             if ctx.dist.is_main:
                 self._save(epoch, perf)
             barrier()

@@ -75,6 +75,20 @@ def test_resumed_run_ends_with_the_same_weights(sample, trained, tmp_path):
     assert not different, different[:5]
 
 
+def test_validate_every_skips_validations_and_changes_no_weight(sample, trained, tmp_path):
+    out_dir = str(tmp_path)
+    result = check_ok(run_script('train.py', train_args(sample, out_dir, **{
+        'TRAIN.VALIDATE_EVERY': 5, 'DEBUG.DEBUG': 'true'})))
+    assert result.stdout.count('not validated after this epoch') == 1
+    assert result.stdout.count('heatmap accuracy') == 1 == \
+        trained[1].stdout.count('heatmap accuracy') - 1   # the last epoch only
+    a = torch.load(os.path.join(output_dir_of(trained[0]), 'final_state.pth.tar'),
+                   weights_only=True)
+    b = torch.load(os.path.join(output_dir_of(out_dir), 'final_state.pth.tar'),
+                   weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_valid_writes_results_and_table(single_valid):
     results, result = single_valid
     assert results and {'image_id', 'category_id', 'keypoints', 'score'} <= set(results[0])

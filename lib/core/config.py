@@ -125,6 +125,8 @@ def _build_defaults():
             RESUME=False,
             CHECKPOINT='',
             SAVE_EVERY=0,     # new: also save checkpoint.pth.tar every N iterations (0: off)
+            VALIDATE_EVERY=1,  # new: validate after every Nth epoch and the last (1: each,
+                               # as the original)
             BATCH_SIZE=32,
             SHUFFLE=True,
         ),
@@ -304,6 +306,9 @@ def check_config(cfg=None):
     if cfg.TRAIN.SAVE_EVERY < 0:
         raise ConfigError('TRAIN.SAVE_EVERY must be 0 (off) or a number of iterations, got {}'
                           .format(cfg.TRAIN.SAVE_EVERY))
+    if cfg.TRAIN.VALIDATE_EVERY < 1:
+        raise ConfigError('TRAIN.VALIDATE_EVERY must be a number of epochs (1: after each '
+                          'epoch), got {}'.format(cfg.TRAIN.VALIDATE_EVERY))
     if cfg.AMP.DTYPE not in ('float16', 'bfloat16'):
         raise ConfigError("AMP.DTYPE must be 'float16' or 'bfloat16', got {!r}"
                           .format(cfg.AMP.DTYPE))
