@@ -110,3 +110,23 @@ def test_fliplr_joints():
     assert out_vis[3, 0] == 0 and np.all(out[3] == 0)  # invisible right ear, now left
     assert out_vis[4, 0] == 1 and out[4, 0] == 640 - 30 - 1
     assert joints[1, 0] == 10  # input untouched
+
+
+def test_one_box_points_are_the_array_codes_bit_for_bit():
+    """get_affine_transform's python-float path for one box (each training sample)
+    gives the float32 points of the array path exactly: warpAffine's rounding of
+    every crop depends on the last bit of the matrix."""
+    from utils.transforms import _point_pairs, _point_pairs_one
+    rng = np.random.default_rng(0)
+    for i in range(3000):
+        center = rng.uniform(-50, 700, 2)
+        scale = rng.uniform(0.05, 4, 2) if i % 2 else float(rng.uniform(0.05, 4))
+        if i % 5 == 0:
+            center, scale = center.astype(np.float32), np.float32(scale)
+        rot = 0.0 if i % 4 == 0 else float(np.clip(rng.normal() * 40, -80, 80))
+        size = [(192, 256), (288, 384), (48, 64), (100, 37)][i % 4]
+        shift = (0, 0) if i % 7 else tuple(rng.uniform(-0.2, 0.2, 2))
+        one = _point_pairs_one(center, scale, rot, size, shift)
+        array = _point_pairs(center, scale, rot, size, shift)
+        for a, b in zip(one, array):
+            assert a.dtype == b.dtype == np.float32 and np.array_equal(a, b), (i, a, b)

@@ -30,6 +30,7 @@ from dataset.gpu_decode import available as gpu_decode_available
 from evaluation import PosePredictions
 from utils.arrays import group_indices
 from utils.errors import ConfigError, DataError, ImageNotFoundError
+from utils.image_decode import check_complete, jpeg_width, read_image_file  # noqa: F401
 from utils.keypoints import KeypointLayout
 from utils.transforms import (PIXEL_MEAN, PIXEL_STD, PIXEL_STD_DEV,  # noqa: F401  (re-exported)
                               affine_transform_points, box_to_center_scale, crop_image,
@@ -37,67 +38,9 @@ from utils.transforms import (PIXEL_MEAN, PIXEL_STD, PIXEL_STD_DEV,  # noqa: F40
 
 logger = logging.getLogger(__name__)
 
-# The last bytes of a complete file: JPEG's end-of-image marker, PNG's IEND chunk.
-JPEG_START, JPEG_END = b'\xff\xd8', b'\xff\xd9'
-PNG_START, PNG_END = b'\x89PNG', b'IEND\xaeB`\x82'
-TAIL_BYTES = 1024   # a JPEG's marker may be followed by a little padding
-
-
-def check_complete(path):
-    """Raise DataError when a JPEG or PNG file lacks its end marker in its last
-    TAIL_BYTES bytes: a truncated file, which the decoders fill with grey and
-    report only on stderr. Reads the head and the tail, never the whole file."""
-    with open(path, 'rb') as f:
-        head = f.read(8)
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        f.seek(max(size - TAIL_BYTES, 0))
-        tail = f.read()
-    if head.startswith(JPEG_START):
-        kind, marker = 'JPEG', JPEG_END
-    elif head.startswith(PNG_START):
-        kind, marker = 'PNG', PNG_END
-    else:
-        return
-    if marker not in tail:
-        raise DataError('truncated or corrupt image {}: no {} end marker ({} bytes; the file '
-                        'was cut short?)'.format(path, kind, size))
-
-
 def pixels_to_tensor(crop):
     """uint8 crop (H, W, 3) -> normalised float32 tensor (3, H, W)."""
     return torch.from_numpy(normalize_pixels(crop))
-
-
-REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
-                 8: cv2.IMREAD_REDUCED_COLOR_8}
-_SOF_MARKERS = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-
-
-def jpeg_width(path):
-    """Width in pixels from a JPEG file's frame header, or None when the file is
-    not a JPEG one can read that way (a reduced decode does not tell the full width,
-    which the flip needs)."""
-    try:
-        with open(path, 'rb') as f:
-            data = f.read(1 << 16)
-    except OSError:
-        return None
-    if data[:2] != b'\xff\xd8':
-        return None
-    pos = 2
-    while pos + 9 <= len(data):
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:
-            pos += 1
-            continue
-        length = int.from_bytes(data[pos + 2:pos + 4], 'big')
-        if marker in _SOF_MARKERS:
-            return int.from_bytes(data[pos + 7:pos + 9], 'big')
-        pos += 2 + length
-    return None
 
 
 def _largest_factor(shrink):
@@ -242,16 +185,10 @@ class JointsDataset(Dataset):
         if not os.path.isfile(path):
             raise ImageNotFoundError('image not found: {} (expected layout {})'.format(
                 path, self.image_layout))
-        check_complete(path)   # before decoding: libjpeg would fill a cut file with grey
-        width = jpeg_width(path) if factor > 1 else None
-        flags = REDUCED_FLAGS[factor] if width is not None else cv2.IMREAD_COLOR
-        image = cv2.imread(path, flags | cv2.IMREAD_IGNORE_ORIENTATION)
-        if image is None:
-            raise DataError('cannot decode image {} (corrupt or not an image file)'.format(path))
+        image, width = read_image_file(path, factor)
         if factor == 1:
             return image
-        if width is None:   # not a JPEG: decoded at full size, shrunk here
-            width = image.shape[1]
+        if image.shape[1] == width:   # not a JPEG: decoded whole, shrunk here
             image = cv2.resize(image, None, fx=1 / factor, fy=1 / factor,
                                interpolation=cv2.INTER_AREA)
         return ReducedImage(image, width)

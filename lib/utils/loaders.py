@@ -21,7 +21,8 @@ import math
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
+from torch.utils.data import (DataLoader, Dataset, DistributedSampler, Sampler, default_collate,
+                              get_worker_info)
 
 from utils.preemption import ignore_stop_signals, kill_workers_at_exit
 from utils.seeding import derive_seed, seed_everything, seed_sample
@@ -63,7 +64,7 @@ def collate_samples(samples):
     if not samples:
         return None
     if 'crop' in samples[0]:
-        crops = torch.from_numpy(np.stack([s['crop'] for s in samples]))
+        crops = _stacked([s['crop'] for s in samples])
         skip = 'crop'
     else:
         crops = [s['jpeg'] for s in samples]
@@ -71,6 +72,18 @@ def collate_samples(samples):
     meta = default_collate([{k: v for k, v in s.items() if k != skip} for s in samples])
     meta['skipped'] = count - len(samples)
     return crops, meta
+
+
+def _stacked(arrays):
+    """torch tensor of the stacked uint8 arrays; in a DataLoader worker, written
+    straight into shared memory (as default_collate does), which the batch has to
+    reach anyway: one copy of the crops instead of two."""
+    shape = (len(arrays),) + arrays[0].shape
+    if get_worker_info() is None or arrays[0].dtype != np.uint8:
+        return torch.from_numpy(np.stack(arrays))
+    out = torch.empty(shape, dtype=torch.uint8).share_memory_()
+    np.stack(arrays, out=out.numpy())
+    return out
 
 
 class SeededItems(Dataset):

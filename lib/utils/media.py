@@ -14,6 +14,8 @@ import shutil
 import cv2
 import numpy as np
 
+from utils.image_decode import decode_image
+
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg', '.mpeg')
 DEFAULT_FPS = 25.0
@@ -23,12 +25,11 @@ def read_image(path):
     """BGR uint8 image of `path`; ValueError naming the file when it cannot be read."""
     if not os.path.isfile(path):
         raise FileNotFoundError('{}: image not found'.format(path))
-    data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) \
-        if data.size else None
-    if image is None:
+    with open(path, 'rb') as f:
+        decoded = decode_image(f.read())
+    if decoded is None:
         raise ValueError('{}: cannot read this image (corrupt or not an image file)'.format(path))
-    return image
+    return decoded[0]
 
 
 def image_id_of(file_name, index):

@@ -10,6 +10,8 @@ Crops are cut with OpenCV's bilinear warpAffine (`crop_image`).
 All functions broadcast over leading dimensions, so a whole batch of boxes or
 joints is handled without Python loops.
 """
+from array import array
+
 import cv2
 import numpy as np
 
@@ -62,6 +64,16 @@ def get_affine_transform(center, scale, rot, output_size, shift=(0, 0), inv=0):
     center (..., 2), scale scalar or (..., 2), rot scalar or (...,): the result has
     shape (..., 2, 3). `shift` moves the box centre by shift * box size.
     """
+    one = np.ndim(center) == 1 and np.ndim(rot) == 0 and np.ndim(shift) == 1 \
+        and np.ndim(scale) <= 1
+    src, dst = (_point_pairs_one if one else _point_pairs)(center, scale, rot, output_size,
+                                                           shift)
+    return _solve_affine(dst, src) if inv else _solve_affine(src, dst)
+
+
+def _point_pairs(center, scale, rot, output_size, shift):
+    """The three float32 point pairs (src, dst), each (..., 3, 2), of
+    get_affine_transform."""
     center = np.asarray(center, dtype=np.float64)
     box_wh = _as_scale_wh(scale) * PIXEL_STD
     rot_rad = np.deg2rad(np.asarray(rot, dtype=np.float64))
@@ -80,7 +92,30 @@ def get_affine_transform(center, scale, rot, output_size, shift=(0, 0), inv=0):
     dst[..., 0, :] = [out_w * 0.5, out_h * 0.5]
     dst[..., 1, :] = [out_w * 0.5, out_h * 0.5 - out_w * 0.5]
     dst[..., 2, :] = _third_point(dst[..., 0, :], dst[..., 1, :])
-    return _solve_affine(dst, src) if inv else _solve_affine(src, dst)
+    return src, dst
+
+
+def _point_pairs_one(center, scale, rot, output_size, shift):
+    """get_affine_transform's three float32 point pairs for one box, in python
+    floats: the same numbers as the array code (float64 steps rounded to float32
+    where it stores them; float32 sums of float32 values are float64 sums rounded
+    once, which is exact), at a fifth of its cost per training sample."""
+    scale = np.ravel(scale)
+    box_w = float(scale[0]) * PIXEL_STD
+    box_h = float(scale[-1]) * PIXEL_STD
+    rot_rad = np.deg2rad(np.float64(rot))   # numpy's sin and cos, as the array code
+    cx = float(center[0]) + box_w * float(shift[0])
+    cy = float(center[1]) + box_h * float(shift[1])
+    half_w = -0.5 * box_w
+    out_w, out_h = float(output_size[0]), float(output_size[1])
+    a0, a1, b0, b1, p0, p1, q0, q1 = array('f', [
+        cx, cy, cx + -half_w * float(np.sin(rot_rad)), cy + half_w * float(np.cos(rot_rad)),
+        out_w * 0.5, out_h * 0.5, out_w * 0.5, out_h * 0.5 - out_w * 0.5])
+    d0, d1, e0, e1 = array('f', [a0 - b0, a1 - b1, p0 - q0, p1 - q1])
+    third = array('f', [b0 - d1, b1 + d0, q0 - e1, q1 + e0])
+    src = np.array([[a0, a1], [b0, b1], third[:2]], dtype=np.float32)
+    dst = np.array([[p0, p1], [q0, q1], third[2:]], dtype=np.float32)
+    return src, dst
 
 
 def affine_transform_points(points, trans):
