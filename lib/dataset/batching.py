@@ -13,7 +13,7 @@ heatmaps) and the device builds the heatmaps where they are used.
 import torch
 
 from core.codec import HeatmapCodec
-from utils.loaders import SampleView, collate_samples  # noqa: F401  (part of this path)
+from utils.loaders import SampleView, collate_samples, meta_tensors  # noqa: F401  (this path)
 
 from .JointsDataset import PIXEL_MEAN, PIXEL_STD_DEV
 
@@ -46,6 +46,7 @@ class DeviceBatcher:
 
     def __call__(self, batch):
         crops, meta = batch
+        meta = meta_tensors(meta)
         if isinstance(crops, list):   # LOADER.GPU_DECODE: JPEG bytes and crop matrices
             from .gpu_decode import decode_jpegs, warp_batch
             crops = warp_batch(decode_jpegs(crops, self.device), meta['warp'],

@@ -69,9 +69,26 @@ def collate_samples(samples):
     else:
         crops = [s['jpeg'] for s in samples]
         skip = 'jpeg'
-    meta = default_collate([{k: v for k, v in s.items() if k != skip} for s in samples])
+    meta = {key: _collate_field([s[key] for s in samples]) for key in samples[0] if key != skip}
     meta['skipped'] = count - len(samples)
     return crops, meta
+
+
+def _collate_field(values):
+    """One meta field of a batch, as numpy (strings as a list): pickled with the
+    batch instead of one shared-memory tensor each, which costs both processes a
+    file descriptor round trip per field and batch. `meta_tensors` (in the main
+    process) gives the tensors default_collate would have made."""
+    if isinstance(values[0], str):
+        return list(values)
+    return np.stack(values) if isinstance(values[0], np.ndarray) else np.asarray(values)
+
+
+def meta_tensors(meta):
+    """The numpy fields of `collate_samples`' meta as tensors (no copy): the meta of
+    the public item's batches (float64, int64 as default_collate makes them)."""
+    return {key: torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+            for key, value in meta.items()}
 
 
 def _stacked(arrays):
