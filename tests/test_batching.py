@@ -305,3 +305,16 @@ def test_a_script_that_leaves_workers_running_still_exits(sample):
     assert done.returncode == 0, done.stderr[-2000:]
     assert 'one batch' in done.stdout
     assert 'Traceback' not in done.stderr
+
+
+def test_compare_data_pipeline_times_a_checkout_against_this_tree(sample):
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'tools', 'compare_data_pipeline.py'),
+         '--baseline', ROOT, '--data', sample, '--workers', '0', '--rounds', '1',
+         '--samples', '32'], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 'workers 0 round 1: baseline' in done.stdout and 'medians' in done.stdout
+    missing = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'tools', 'compare_data_pipeline.py'),
+         '--baseline', sample], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert missing.returncode != 0 and 'not a checkout of this project' in missing.stderr
