@@ -30,7 +30,7 @@ from runner.launch import run_job, setup_run
 from runner.setup import get_lr_scheduler, get_optimizer, wrap_model
 from utils.checkpoint import load_pose_checkpoint, read_checkpoint, save_atomic, \
     save_checkpoint
-from utils.distributed import all_reduce_sum, barrier, broadcast_object
+from utils.distributed import any_rank, barrier, broadcast_object
 from utils.errors import ConfigError, NonFiniteLossError
 from utils.loaders import EpochSeededLoader, build_val_loader, loader_options
 from utils.modules import unwrap_model
@@ -213,10 +213,7 @@ class Trainer:
 
     def _stop_requested(self):
         """Whether any rank got SIGTERM/SIGINT (every rank must stop at the same step)."""
-        requested = self.signals is not None and self.signals.requested
-        if self.ctx.dist.enabled:
-            requested = bool(all_reduce_sum([float(requested)], self.ctx.device)[0] > 0)
-        return requested
+        return any_rank(self.signals is not None and self.signals.requested)
 
     def _after_step(self, epoch, done):
         """Called after each training step: stop on a signal; save every SAVE_EVERY."""

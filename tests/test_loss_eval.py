@@ -362,3 +362,23 @@ def test_seed_sample_draws_what_seed_everything_draws():
     for seed in (0, 12345, 2 ** 32 + 7):
         assert draws(seed_sample, seed) == draws(seed_everything, seed)
     assert draws(seed_sample, 1) != draws(seed_sample, 2)
+
+
+def _any_rank_worker(rank, init_file, results):
+    import torch.distributed as dist
+    from utils.distributed import any_rank
+    dist.init_process_group('gloo', init_method='file://' + init_file, rank=rank, world_size=2)
+    try:
+        results[rank] = (any_rank(False), any_rank(rank == 1), any_rank(True))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_any_rank_is_true_when_one_rank_says_so(tmp_path):
+    import torch.multiprocessing as mp
+    from utils.distributed import any_rank
+    assert any_rank(True) is True and any_rank(False) is False   # a world of one
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_any_rank_worker, args=(str(tmp_path / 'init'), results), nprocs=2)
+        assert dict(results) == {0: (False, True, True), 1: (False, True, True)}

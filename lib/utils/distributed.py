@@ -47,11 +47,19 @@ def init_distributed():
         backend = 'gloo'
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
+    if backend == 'nccl' and _CPU_GROUP.get('group') is None:
+        # for the per-step control flags (any_rank): gloo, on the CPU (a collective
+        # call of every rank, here where they all pass)
+        _CPU_GROUP['group'] = dist.new_group(backend='gloo')
     return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(),
                        local_rank=local_rank, in_group=True)
 
 
+_CPU_GROUP = {}   # 'group': the gloo group of an NCCL run (init_distributed)
+
+
 def shutdown_distributed():
+    _CPU_GROUP.clear()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -85,6 +93,17 @@ def broadcast_object(obj, src=0):
     holder = [obj]
     dist.broadcast_object_list(holder, src=src)
     return holder[0]
+
+
+def any_rank(flag):
+    """Whether `flag` is true on any rank. Through a CPU (gloo) group: asked once
+    per training step, it must not wait for the GPU's queue as an NCCL all_reduce
+    read back on the host would (a host sync per step)."""
+    if not _active():
+        return bool(flag)
+    tensor = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=_CPU_GROUP.get('group'))
+    return bool(tensor.item())
 
 
 def all_reduce_sum(values, device):
