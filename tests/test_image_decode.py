@@ -69,3 +69,18 @@ def test_a_file_cut_short_is_a_data_error(tmp_path):
     path.write_bytes(data)
     image, width = image_decode.read_image_file(str(path), 2)
     assert width == 200 and image.shape == (75, 100, 3)
+
+
+def test_corrupt_jpeg_data_is_decoded_as_before_with_a_warning(tmp_path, caplog):
+    if image_decode.simplejpeg is None:
+        pytest.skip('simplejpeg is not installed (it is what tells)')
+    data = bytearray(encoded('baseline 4:2:0', 320, 240))
+    data[len(data) // 2:len(data) // 2 + 40] = bytes(40)   # damaged, end marker kept
+    path = tmp_path / 'damaged.jpg'
+    path.write_bytes(bytes(data))
+    with caplog.at_level('WARNING'):
+        image, width = image_decode.read_image_file(str(path))
+        image_decode.read_image_file(str(path))
+    assert np.array_equal(image, opencv(bytes(data), 1, True)) and width == 320
+    warnings = [r.getMessage() for r in caplog.records if 'damaged.jpg' in r.getMessage()]
+    assert len(warnings) == 1 and 'Corrupt JPEG data' in warnings[0]

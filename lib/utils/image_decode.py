@@ -11,6 +11,7 @@ is ignored either way: COCO's annotations refer to the stored pixels.
 `factor` 2, 4 or 8 decodes a JPEG at that fraction of its size with libjpeg's DCT
 scaling (DATASET.REDUCED_DECODE); other files are decoded whole.
 """
+import logging
 import os
 
 import cv2
@@ -22,6 +23,9 @@ try:
     import simplejpeg
 except ImportError:   # optional: OpenCV decodes the same pixels, a little slower
     simplejpeg = None
+
+logger = logging.getLogger(__name__)
+_warned = set()   # files already warned about, in this process
 
 OPENCV_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
                 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
@@ -96,11 +100,12 @@ def jpeg_width(path):
     return None if size is None else size[0]
 
 
-def decode_image(data, factor=1):
+def decode_image(data, factor=1, name='image'):
     """(image, full width) of the encoded file `data` (bytes): image BGR uint8
     (H, W, 3), at 1/factor size for a JPEG (factor 1, 2, 4 or 8), whole for any other
     format; full width, the width of the stored picture (which the flip needs).
-    None when the bytes cannot be decoded."""
+    None when the bytes cannot be decoded. A JPEG whose data libjpeg finds corrupt
+    is decoded as OpenCV decodes it (as before), with a warning naming `name`."""
     size = jpeg_size(data[:1 << 16]) if data[:2] == JPEG_START else None
     if size is not None and simplejpeg is not None:
         width, height = size
@@ -108,8 +113,11 @@ def decode_image(data, factor=1):
             image = simplejpeg.decode_jpeg(data, colorspace='BGR', min_width=-(-width // factor),
                                            min_height=-(-height // factor))
             return image, width
-        except ValueError:   # e.g. CMYK, which OpenCV converts
-            pass
+        except ValueError as error:   # CMYK (OpenCV converts it), or damaged data
+            if str(error).startswith('Corrupt JPEG data') and name not in _warned:
+                _warned.add(name)
+                logger.warning('%s: %s (libjpeg); decoded anyway, parts of it may be grey or '
+                               'garbled', name, error)
     flags = OPENCV_FLAGS[factor if size is not None else 1] | cv2.IMREAD_IGNORE_ORIENTATION
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags) if len(data) else None
     if image is None:
@@ -125,7 +133,7 @@ def read_image_file(path, factor=1):
     kind = _missing_end(data[:8], data[-TAIL_BYTES:])
     if kind:
         raise _truncated(path, kind, len(data))
-    decoded = decode_image(data, factor)
+    decoded = decode_image(data, factor, name=path)
     if decoded is None:
         raise DataError('cannot decode image {} (corrupt or not an image file)'.format(path))
     return decoded
