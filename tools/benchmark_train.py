@@ -11,7 +11,8 @@ their annotations and detector boxes, written to --data the first time.
 
 Data pipeline figures (training, with augmentation, shuffled), per worker count:
   items   the public dataset item: float32 crop and heatmaps made in the workers
-          (the path of the scripts before the fast path; same code as main's)
+          (the path of the scripts before the fast path; an earlier commit's own
+          pipeline is timed by tools/compare_data_pipeline.py)
   crops   the scripts' fast path: uint8 crops from the workers, normalisation and
           targets of the batch by dataset.batching.DeviceBatcher on the device
   crops+  the fast path with the opt-in decode savings: DATASET.GROUP_BY_IMAGE and
