@@ -84,3 +84,13 @@ def test_corrupt_jpeg_data_is_decoded_as_before_with_a_warning(tmp_path, caplog)
     assert np.array_equal(image, opencv(bytes(data), 1, True)) and width == 320
     warnings = [r.getMessage() for r in caplog.records if 'damaged.jpg' in r.getMessage()]
     assert len(warnings) == 1 and 'Corrupt JPEG data' in warnings[0]
+
+
+def test_a_header_beyond_64_kb_is_still_read():
+    """Big metadata segments (EXIF thumbnails, ICC profiles) before the frame header."""
+    data = encoded('baseline 4:2:0', 200, 150)
+    segment = b'\xff\xe1' + (40000).to_bytes(2, 'big') + bytes(39998)
+    padded = data[:2] + segment + segment + data[2:]
+    assert image_decode.jpeg_size(padded) == (200, 150)
+    image, width = image_decode.decode_image(padded, 2)
+    assert width == 200 and np.array_equal(image, opencv(data, 2, True))

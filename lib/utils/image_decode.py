@@ -106,7 +106,7 @@ def decode_image(data, factor=1, name='image'):
     format; full width, the width of the stored picture (which the flip needs).
     None when the bytes cannot be decoded. A JPEG whose data libjpeg finds corrupt
     is decoded as OpenCV decodes it (as before), with a warning naming `name`."""
-    size = jpeg_size(data[:1 << 16]) if data[:2] == JPEG_START else None
+    size = jpeg_size(data) if data[:2] == JPEG_START else None
     if size is not None and simplejpeg is not None:
         width, height = size
         try:
