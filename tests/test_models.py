@@ -252,7 +252,8 @@ def test_paper_yamls_keep_the_speed_settings_off(path):
         ('CPU_AUTO', cfg.CPU_AUTO), ('SPEED.FUSED_OPTIMIZER', cfg.SPEED.FUSED_OPTIMIZER),
         ('SPEED.COMPILE', cfg.SPEED.COMPILE), ('LOADER.GPU_DECODE', cfg.LOADER.GPU_DECODE),
         ('DATASET.GROUP_BY_IMAGE', cfg.DATASET.GROUP_BY_IMAGE),
-        ('DATASET.REDUCED_DECODE', cfg.DATASET.REDUCED_DECODE)] if value]
+        ('DATASET.REDUCED_DECODE', cfg.DATASET.REDUCED_DECODE),
+        ('MODEL.ZERO_INIT_RESIDUAL', cfg.MODEL.ZERO_INIT_RESIDUAL)] if value]
     assert not on
 
 
@@ -265,3 +266,19 @@ def test_gpu_speed_yaml_is_the_paper_yaml_with_speed_settings():
     assert speed.SPEED.FUSED_OPTIMIZER and speed.LOADER.PERSISTENT_WORKERS
     for group in ('MODEL', 'TRAIN', 'TEST', 'LOSS'):
         assert speed[group] == paper[group], group
+
+
+@pytest.mark.parametrize('folder', ['resnet50', 'hsrnet59', 'hsr-msnet59'])
+def test_zero_init_residual_starts_each_block_as_its_shortcut(folder):
+    from models.common import ResidualBlock
+    for zero in (False, True):
+        cfg = load_cfg(coco_yaml(folder, '256x192'))
+        cfg.MODEL.INIT_WEIGHTS, cfg.MODEL.ZERO_INIT_RESIDUAL = False, zero
+        torch.manual_seed(0)
+        model = models.build_model(cfg, is_train=True)
+        blocks = [m for m in model.modules() if isinstance(m, ResidualBlock)]
+        ends = [getattr(m, m.last_norm_name).weight for m in blocks]
+        assert blocks and all(bool((w == (0 if zero else 1)).all()) for w in ends)
+        others = [m.weight for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)
+                  and all(m.weight is not w for w in ends)]
+        assert others and all(bool((w == 1).all()) for w in others)

@@ -48,6 +48,7 @@ class ResidualBlock(nn.Module):
     """out = ReLU(branch(x) + shortcut(x)). The shortcut is the identity, or a
     projection stored under `shortcut_name` (the original's key for it)."""
     shortcut_name = 'downsample'
+    last_norm_name = 'bn3'   # the BN that ends the branch (MODEL.ZERO_INIT_RESIDUAL)
 
     def _set_projection(self, module):
         setattr(self, self.shortcut_name, module)
@@ -173,6 +174,7 @@ class PoseNet(nn.Module):
                               .format(extra.NUM_LAYERS, self.name,
                                       ', '.join(map(str, self.depths))))
         self.arch = '{}_{}'.format(self.name, extra.NUM_LAYERS)
+        self.zero_init_residual = bool(cfg.MODEL.get('ZERO_INIT_RESIDUAL', False))
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = batch_norm(64)
         self.relu = nn.ReLU(inplace=True)
@@ -261,6 +263,10 @@ class PoseNet(nn.Module):
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+        if self.zero_init_residual:
+            for module in self.modules():
+                if isinstance(module, ResidualBlock):
+                    nn.init.zeros_(getattr(module, module.last_norm_name).weight)
 
 
 def init_new_layer(module):
