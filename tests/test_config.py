@@ -94,3 +94,14 @@ def test_opts_string_keys_take_scalars_verbatim():
     update_config_from_list(['GPUS', '0', 'MODEL.PRETRAINED', '', 'DATASET.TRAIN_SET', '2017'],
                             cfg)
     assert cfg.GPUS == '0' and cfg.MODEL.PRETRAINED == '' and cfg.DATASET.TRAIN_SET == '2017'
+
+
+def test_validate_every_must_be_a_number_of_epochs():
+    cfg = get_default_config()
+    update_config_from_list(['TRAIN.VALIDATE_EVERY', '3'], cfg)
+    check_config(cfg)
+    cfg.TRAIN.VALIDATE_EVERY = 0
+    with pytest.raises(ConfigError, match='TRAIN.VALIDATE_EVERY must be a number of epochs'):
+        check_config(cfg)
+    with pytest.raises(ConfigError, match='TRAIN.VALIDATE_EVERY'):
+        update_config_from_list(['TRAIN.VALIDATE_EVERY', 'often'], cfg)

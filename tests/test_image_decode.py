@@ -64,8 +64,6 @@ def test_a_file_cut_short_is_a_data_error(tmp_path):
     path.write_bytes(data[:len(data) // 2])
     with pytest.raises(DataError, match='truncated or corrupt image .*cut.jpg'):
         image_decode.read_image_file(str(path))
-    with pytest.raises(DataError, match='truncated'):
-        image_decode.check_complete(str(path))
     path.write_bytes(data)
     image, width = image_decode.read_image_file(str(path), 2)
     assert width == 200 and image.shape == (75, 100, 3)

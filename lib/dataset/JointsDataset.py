@@ -30,7 +30,7 @@ from dataset.gpu_decode import available as gpu_decode_available
 from evaluation import PosePredictions
 from utils.arrays import group_indices
 from utils.errors import ConfigError, DataError, ImageNotFoundError
-from utils.image_decode import check_complete, jpeg_width, read_image_file  # noqa: F401
+from utils.image_decode import jpeg_width, read_image_file
 from utils.keypoints import KeypointLayout
 from utils.transforms import (PIXEL_MEAN, PIXEL_STD, PIXEL_STD_DEV,  # noqa: F401  (re-exported)
                               affine_transform_points, box_to_center_scale, crop_image,

@@ -12,7 +12,6 @@ is ignored either way: COCO's annotations refer to the stored pixels.
 scaling (DATASET.REDUCED_DECODE); other files are decoded whole.
 """
 import logging
-import os
 
 import cv2
 import numpy as np
@@ -53,21 +52,6 @@ def _truncated(path, kind, size):
                      'was cut short?)'.format(path, kind, size))
 
 
-def check_complete(path):
-    """Raise DataError when a JPEG or PNG file lacks its end marker in its last
-    TAIL_BYTES bytes: a truncated file, which the decoders fill with grey and
-    report only on stderr. Reads the head and the tail, never the whole file."""
-    with open(path, 'rb') as f:
-        head = f.read(8)
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        f.seek(max(size - TAIL_BYTES, 0))
-        tail = f.read()
-    kind = _missing_end(head, tail)
-    if kind:
-        raise _truncated(path, kind, size)
-
-
 def jpeg_size(data):
     """(width, height) from a JPEG's frame header in `data` (bytes), or None when
     `data` does not start like a JPEG one can read that way."""
@@ -106,7 +90,7 @@ def decode_image(data, factor=1, name='image'):
     format; full width, the width of the stored picture (which the flip needs).
     None when the bytes cannot be decoded. A JPEG whose data libjpeg finds corrupt
     is decoded as OpenCV decodes it (as before), with a warning naming `name`."""
-    size = jpeg_size(data) if data[:2] == JPEG_START else None
+    size = jpeg_size(data)
     if size is not None and simplejpeg is not None:
         width, height = size
         try:

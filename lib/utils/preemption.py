@@ -146,9 +146,8 @@ def child_processes():
 def end_worker_processes(existing=(), timeout=5.0):
     """Kill the child processes started since `existing` (child_processes() at the
     run's start) that are still alive when the run ends: DataLoader workers left
-    waiting after an error. They ignore SIGTERM (`ignore_stop_signals`), so the
-    terminate() that multiprocessing sends them at exit would not end them and its
-    join would wait forever. Called once the run's files are written."""
+    waiting after an error, which would otherwise stay until the interpreter exits
+    (where `kill_workers_at_exit` ends them). Called once the run's files are written."""
     for child in set(multiprocessing.active_children()) - set(existing):
         child.kill()
         child.join(timeout)
