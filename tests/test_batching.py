@@ -318,3 +318,9 @@ def test_compare_data_pipeline_times_a_checkout_against_this_tree(sample):
         [sys.executable, os.path.join(ROOT, 'tools', 'compare_data_pipeline.py'),
          '--baseline', sample], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert missing.returncode != 0 and 'not a checkout of this project' in missing.stderr
+    typo = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'tools', 'compare_data_pipeline.py'),
+         '--baseline', ROOT, '--workers', '1,two'], capture_output=True, text=True,
+        timeout=60, cwd=ROOT)
+    assert typo.returncode == 2 and "argument --workers: invalid worker_counts value: '1,two'" \
+        in typo.stderr and 'Traceback' not in typo.stderr

@@ -63,6 +63,14 @@ print(done / (time.perf_counter() - start))
 '''
 
 
+def worker_counts(text):
+    """'1,2' -> [1, 2]; argparse turns the ValueError into one line naming --workers."""
+    counts = [int(word) for word in text.split(',')]
+    if any(count < 0 for count in counts):
+        raise ValueError(text)
+    return counts
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--baseline', required=True, help='the other checkout (its root folder)')
@@ -70,7 +78,8 @@ def parse_args():
                         help='experiment yaml, relative to each checkout (each reads its own)')
     parser.add_argument('--data', default=os.path.join(ROOT, 'data', 'bench640'),
                         help="generated 640x480 set (tools/benchmark_train.py's --data)")
-    parser.add_argument('--workers', default='1,2', help='worker counts, e.g. 1,2')
+    parser.add_argument('--workers', default='1,2', type=worker_counts,
+                        help='worker counts, e.g. 1,2')
     parser.add_argument('--rounds', type=int, default=4)
     parser.add_argument('--samples', type=int, default=960, help='samples per figure')
     parser.add_argument('--plain', action='store_true',
@@ -99,7 +108,7 @@ def main():
     if not os.path.isdir(os.path.join(args.data, 'images')):
         sys.exit('compare_data_pipeline: no generated set in {} (run tools/benchmark_train.py '
                  'once, it makes it)'.format(args.data))
-    for workers in (int(w) for w in args.workers.split(',')):
+    for workers in args.workers:
         before, now = [], []
         for round_ in range(args.rounds):
             before.append(rate(args.baseline, args, workers, fast=0))

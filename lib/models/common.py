@@ -174,7 +174,7 @@ class PoseNet(nn.Module):
                               .format(extra.NUM_LAYERS, self.name,
                                       ', '.join(map(str, self.depths))))
         self.arch = '{}_{}'.format(self.name, extra.NUM_LAYERS)
-        self.zero_init_residual = bool(cfg.MODEL.get('ZERO_INIT_RESIDUAL', False))
+        self.zero_init_residual = bool(cfg.MODEL.ZERO_INIT_RESIDUAL)
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = batch_norm(64)
         self.relu = nn.ReLU(inplace=True)
