@@ -3,6 +3,7 @@ normalisation and Gaussian targets of the whole batch on the device, equal to th
 public item; the opt-in decode savings (reduced-size JPEG decode, image-grouped
 training order)."""
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -324,3 +325,28 @@ def test_compare_data_pipeline_times_a_checkout_against_this_tree(sample):
         timeout=60, cwd=ROOT)
     assert typo.returncode == 2 and "argument --workers: invalid worker_counts value: '1,two'" \
         in typo.stderr and 'Traceback' not in typo.stderr
+
+
+def test_benchmark_train_prints_every_figure_as_json(tmp_path):
+    """tools/benchmark_train.py end to end on a tiny generated set, a tiny input and
+    one step per figure: every part is timed and lands in the json line."""
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'tools', 'benchmark_train.py'),
+         '--cfg', os.path.join(ROOT, 'experiments', 'sample', 'hsrnet59_demo.yaml'),
+         '--data', str(tmp_path / 'bench'), '--train-images', '6', '--val-images', '2',
+         '--workers', '0', '--batch', '2', '--samples', '4', '--iters', '1',
+         '--dtypes', 'float32', '--json',
+         'MODEL.IMAGE_SIZE', '[48, 64]', 'MODEL.EXTRA.HEATMAP_SIZE', '[12, 16]',
+         'OUTPUT_DIR', str(tmp_path / 'out')],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = [l for l in done.stdout.splitlines() if l.startswith('json: ')]
+    assert len(line) == 1, done.stdout
+    result = json.loads(line[0][len('json: '):])
+    assert set(result['data']) == {'items w0', 'crops w0', 'crops+ w0'}
+    # the fast path sends uint8 crops: several times fewer bytes than float items
+    assert result['bytes_per_sample']['items'] > 4 * result['bytes_per_sample']['crops']
+    assert list(result['model_step']) == ['float32'] and result['model_step']['float32'] > 0
+    assert result['end_to_end']['float32']['rate'] > 0
+    assert result['end_to_end']['float32 items']['rate'] > 0
+    assert result['valid_flip_persons_per_s'] > 0 and result['compile'] is False

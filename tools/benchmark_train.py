@@ -24,6 +24,9 @@ step on a batch already on the device, float32 and bfloat16 autocast (bfloat16
 only where the device has it natively: on other CPUs it is 10-20x slower and the
 scripts never choose it). End to end: the fast path feeding the training step
 with the largest worker count; the bound names the slower of data and model.
+With SPEED.COMPILE on (the GPU speed yaml) the model step is torch.compile'd as in
+train.py, its compilation paid in the untimed first step; SPEED.COMPILE false
+times it eager.
 valid.py: persons/s of a validation pass with flip test on the detector boxes.
 `--json` adds one machine-readable line (prefixed 'json: ').
 """
@@ -48,7 +51,7 @@ from core.loss import JointsMSELoss  # noqa: E402
 from dataset.batching import DeviceBatcher  # noqa: E402
 from runner.cli import add_opts, base_parser, load_fresh_config  # noqa: E402
 from runner.launch import SETUP_ERRORS, report_error  # noqa: E402
-from runner.setup import get_optimizer  # noqa: E402
+from runner.setup import configure_backends, get_optimizer  # noqa: E402
 from utils.cpu_memory import keep_freed_memory  # noqa: E402
 from utils.distributed import DistContext  # noqa: E402
 from utils.loaders import EpochSeededLoader, build_val_loader  # noqa: E402
@@ -74,6 +77,8 @@ def parse_args():
                              'on a dataset much larger than any cache)')
     parser.add_argument('--paths', default='items,crops,crops+',
                         help='data paths to time (items, crops, crops+)')
+    parser.add_argument('--dtypes', default='float32,bfloat16',
+                        help='model-step precisions to time (float32, bfloat16)')
     parser.add_argument('--skip-model', action='store_true')
     parser.add_argument('--skip-valid', action='store_true')
     parser.add_argument('--json', action='store_true', help='also print one json line')
@@ -170,9 +175,9 @@ def _epochs(loader):
         yield loader.loader
 
 
-def precisions(device):
-    settings = [('float32', False, 'float32')]
-    if device.type == 'cuda' or cpu_features()['native_bf16']:
+def precisions(device, wanted=('float32', 'bfloat16')):
+    settings = [('float32', False, 'float32')] if 'float32' in wanted else []
+    if 'bfloat16' in wanted and (device.type == 'cuda' or cpu_features()['native_bf16']):
         settings.append(('bfloat16', True, 'bfloat16'))
     return settings
 
@@ -189,6 +194,8 @@ def model_figure(cfg, args, device, label, dtype_on, dtype):
     precision = Precision(cfg, device)
     torch.manual_seed(0)
     model = precision.prepare_model(models.build_model(cfg, is_train=False).to(device))
+    if cfg.SPEED.COMPILE:   # as train.py; the untimed first step pays the compilation
+        model.compile()
     optimizer = get_optimizer(cfg, model)
     step = train_step_fn(model, JointsMSELoss(True), optimizer, precision)
     width, height = cfg.MODEL.IMAGE_SIZE
@@ -217,18 +224,24 @@ def end_to_end_figure(cfg, args, device, workers, built, items=False):
     loader = EpochSeededLoader(ds, args.batch, workers, True, 0, DistContext(),
                                pin_memory=device.type == 'cuda', batcher=batcher,
                                persistent_workers=workers > 0)
+    # on a GPU the first epoch is untimed: its last, smaller batch is a new shape,
+    # which cudnn.benchmark tunes (and torch.compile recompiles) once per run, and on
+    # a set of a few hundred persons that would weigh as much as the steady state
+    warm = len(loader) if device.type == 'cuda' else 1
     batches = itertools.chain.from_iterable(_epochs_device(loader))
     timed, start = 0, None
-    for input, target, weight, meta in itertools.islice(batches, args.iters + 1):
+    for i, (input, target, weight, meta) in enumerate(
+            itertools.islice(batches, warm + args.iters)):
         if items:
             input = precision.prepare_input(input, device)
             target, weight = target.to(device), weight.to(device)
         step(input, target, weight)
-        _sync(device)
-        if start is None:
+        if i + 1 == warm:
+            _sync(device)
             start = time.perf_counter()
-            continue
-        timed += input.size(0)
+        elif i >= warm:
+            timed += input.size(0)
+    _sync(device)
     return timed / (time.perf_counter() - start)
 
 
@@ -280,6 +293,7 @@ def main():
     except SETUP_ERRORS as error:
         return report_error(error, 2)
     device = torch.device('cuda') if torch.cuda.is_available() else torch.device('cpu')
+    configure_backends(cfg)   # cudnn.benchmark etc. from the yaml, as the scripts do
     if device.type == 'cpu' and cfg.SPEED.CPU_MALLOC_CACHE:
         keep_freed_memory()   # as the scripts do (runner.launch.setup_run)
     workers_list = [int(w) for w in args.workers.split(',')]
@@ -290,8 +304,10 @@ def main():
                                                      torch.get_num_threads())
     result = {'model': get_model_name(cfg)[1], 'device': where, 'batch': args.batch,
               'data': {}, 'bytes_per_sample': {}, 'model_step': {}, 'end_to_end': {}}
-    print('benchmark_train: {} batch {} on {}'.format(result['model'], args.batch, where),
-          flush=True)
+    result['compile'] = bool(cfg.SPEED.COMPILE)
+    print('benchmark_train: {} batch {} on {}{}'.format(
+        result['model'], args.batch, where, ', torch.compile' if cfg.SPEED.COMPILE else ''),
+        flush=True)
     torch.set_num_threads(torch.get_num_threads())
     for workers in workers_list:
         for path in args.paths.split(','):
@@ -307,7 +323,7 @@ def main():
                   flush=True)
     if not args.skip_model:
         data_rate = result['data'].get('crops w{}'.format(max(workers_list)))
-        for label, on, dtype in precisions(device):
+        for label, on, dtype in precisions(device, args.dtypes.split(',')):
             rate, built = model_figure(cfg, args, device, label, on, dtype)
             result['model_step'][label] = rate
             print('model  training step {:9s}: {:8.1f} samples/s'.format(label, rate),
@@ -325,7 +341,7 @@ def main():
             print('e2e    {:9s} workers {}: {:8.1f} samples/s ({}-bound: data {:.1f}, model '
                   '{:.1f})'.format(label, max(workers_list), e2e, bound, data_rate or -1, rate),
                   flush=True)
-        if len(precisions(device)) == 1:
+        if 'bfloat16' in args.dtypes and not any(p[0] == 'bfloat16' for p in precisions(device)):
             print('model  bfloat16: not timed, this {} CPU has no native bfloat16 (10-20x '
                   'slower than float32 there)'.format(features['capability']))
     if not args.skip_valid:
