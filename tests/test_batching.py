@@ -283,6 +283,21 @@ def test_grid_sample_crops_match_opencv(sample):
     assert crops.shape == (len(images), 128, 96, 3) and diff.max() < 1.0, diff
 
 
+def test_jpeg_bytes_become_tensors_without_a_warning():
+    """LOADER.GPU_DECODE's file bytes are read-only arrays: turned into tensors for
+    nvJPEG without a copy and without torch's not-writable warning (a fresh process,
+    as torch shows that warning once per process; -W error makes it fail)."""
+    code = ('import sys; sys.path.insert(0, {lib!r}); import numpy as np; '
+            'from dataset.gpu_decode import jpeg_tensors; '
+            'a = np.frombuffer(bytes(range(8)), np.uint8); t = jpeg_tensors([a])[0]; '
+            'print(t.data_ptr() == a.ctypes.data, t.tolist() == list(range(8)))'
+            ).format(lib=os.path.join(ROOT, 'lib'))
+    done = subprocess.run([sys.executable, '-W', 'error', '-c', code], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ['True', 'True']
+
+
 def test_a_script_that_leaves_workers_running_still_exits(sample):
     """A loop left early with persistent workers, the loader alive at exit: the
     workers ignore SIGTERM, so multiprocessing's exit would wait on them forever

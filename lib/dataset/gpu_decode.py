@@ -12,6 +12,7 @@ machine with CUDA (`available()` looks for it without importing it).
 """
 import importlib.util
 import logging
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -24,12 +25,20 @@ def available():
     return torch.cuda.is_available() and importlib.util.find_spec('torchvision') is not None
 
 
+def jpeg_tensors(buffers):
+    """uint8 numpy arrays -> tensors sharing their memory. The file bytes held in RAM
+    are read-only arrays, which torch warns about once per process; decode_jpeg only
+    reads them, so no copy is made and the warning is not shown."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='The given NumPy array is not writable')
+        return [torch.from_numpy(b) for b in buffers]
+
+
 def decode_jpegs(buffers, device):
     """uint8 numpy arrays of JPEG files -> list of uint8 (3, H, W) tensors, BGR as
     OpenCV decodes, on `device` (batched nvJPEG)."""
     from torchvision.io import ImageReadMode, decode_jpeg
-    data = [torch.from_numpy(b) for b in buffers]
-    images = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+    images = decode_jpeg(jpeg_tensors(buffers), mode=ImageReadMode.RGB, device=device)
     return [image.flip(0) for image in images]   # RGB -> BGR, as the CPU path
 
 
