@@ -344,13 +344,14 @@ def test_compare_data_pipeline_times_a_checkout_against_this_tree(sample):
 
 def test_benchmark_train_prints_every_figure_as_json(tmp_path):
     """tools/benchmark_train.py end to end on a tiny generated set, a tiny input and
-    one step per figure: every part is timed and lands in the json line."""
+    one step per figure: every part is timed (the model step profiled too) and lands
+    in the json line."""
     done = subprocess.run(
         [sys.executable, os.path.join(ROOT, 'tools', 'benchmark_train.py'),
          '--cfg', os.path.join(ROOT, 'experiments', 'sample', 'hsrnet59_demo.yaml'),
          '--data', str(tmp_path / 'bench'), '--train-images', '6', '--val-images', '2',
          '--workers', '0', '--batch', '2', '--samples', '4', '--iters', '1',
-         '--dtypes', 'float32', '--json',
+         '--dtypes', 'float32', '--profile', '3', '--json',
          'MODEL.IMAGE_SIZE', '[48, 64]', 'MODEL.EXTRA.HEATMAP_SIZE', '[12, 16]',
          'OUTPUT_DIR', str(tmp_path / 'out')],
         capture_output=True, text=True, timeout=300, cwd=ROOT)
@@ -365,3 +366,5 @@ def test_benchmark_train_prints_every_figure_as_json(tmp_path):
     assert result['end_to_end']['float32']['rate'] > 0
     assert result['end_to_end']['float32 items']['rate'] > 0
     assert result['valid_flip_persons_per_s'] > 0 and result['compile'] is False
+    assert result['profile_ms_per_step']['float32']['wall'] > 0
+    assert 'profile float32:' in done.stdout and 'convolution' in done.stdout

@@ -3,7 +3,8 @@
 
     python tools/benchmark_train.py --cfg experiments/coco/hsrnet59/256x192_d256x3_adam_lr1e-3.yaml \
         [--data data/bench640] [--workers 1,2] [--batch 16] [--samples 256] [--iters 4]
-        [--skip-model] [--skip-valid] [--json] [opts KEY VALUE ...]
+        [--dtypes float32,bfloat16] [--profile ROWS] [--skip-model] [--skip-valid]
+        [--json] [opts KEY VALUE ...]
 
 The data are generated, never downloaded: COCO-like 640x480 JPEGs (quality 90,
 about 150 KB each: the sample generator's scenes with photographic grain) with
@@ -79,6 +80,9 @@ def parse_args():
                         help='data paths to time (items, crops, crops+)')
     parser.add_argument('--dtypes', default='float32,bfloat16',
                         help='model-step precisions to time (float32, bfloat16)')
+    parser.add_argument('--profile', type=int, default=0, metavar='ROWS',
+                        help='also profile 3 model steps per precision and print the ROWS '
+                             'ops that take the most device (GPU) or CPU time')
     parser.add_argument('--skip-model', action='store_true')
     parser.add_argument('--skip-valid', action='store_true')
     parser.add_argument('--json', action='store_true', help='also print one json line')
@@ -211,13 +215,34 @@ def model_figure(cfg, args, device, label, dtype_on, dtype):
         step(input, target, weight)
     _sync(device)
     return args.batch * args.iters / (time.perf_counter() - start), (model, optimizer,
-                                                                     precision, step)
+                                                                     precision, step,
+                                                                     (input, target, weight))
+
+
+def profile_figure(step, batch, device, rows, steps=3):
+    """Where a model step's time goes: wall time per step, against the time the GPU
+    is busy (the sum of its kernels; far less means the host is the bound), and the
+    ops that take the most device (or, on the CPU, CPU) time."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda'
+                                           else [])
+    _sync(device)
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step(*batch)
+        _sync(device)
+        wall = (time.perf_counter() - start) / steps * 1000
+    averages = prof.key_averages()
+    busy = sum(a.self_device_time_total for a in averages) / 1000 / steps
+    sort = 'self_device_time_total' if device.type == 'cuda' else 'self_cpu_time_total'
+    return wall, busy, averages.table(sort_by=sort, row_limit=rows)
 
 
 def end_to_end_figure(cfg, args, device, workers, built, items=False):
     """samples/s of training steps fed by the fast path (or by the public items,
     `items`: the path before it)."""
-    model, optimizer, precision, step = built
+    model, optimizer, precision, step, _ = built
     ds = dataset.build_dataset(cfg, cfg.DATASET.TRAIN_SET, True)
     ds.read_image.max_bytes = int(args.cache_mb * 2 ** 20)
     batcher = None if items else DeviceBatcher(cfg, device, precision.memory_format)
@@ -328,6 +353,13 @@ def main():
             result['model_step'][label] = rate
             print('model  training step {:9s}: {:8.1f} samples/s'.format(label, rate),
                   flush=True)
+            if args.profile:
+                wall, busy, table = profile_figure(built[3], built[4], device, args.profile)
+                result.setdefault('profile_ms_per_step', {})[label] = {'wall': wall,
+                                                                       'device_busy': busy}
+                print('profile {}: {:.1f} ms per step{}\n{}'.format(
+                    label, wall, ', the GPU busy {:.1f} ms of it'.format(busy)
+                    if device.type == 'cuda' else '', table), flush=True)
             if label == 'float32' and 'items' in args.paths.split(','):
                 e2e_items = end_to_end_figure(cfg, args, device, max(workers_list), built,
                                               items=True)
