@@ -223,6 +223,7 @@ def profile_figure(step, batch, device, rows, steps=3):
     """Where a model step's time goes: wall time per step, against the time the GPU
     is busy (the sum of its kernels; far less means the host is the bound), and the
     ops that take the most device (or, on the CPU, CPU) time."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda'
                                            else [])
@@ -234,7 +235,11 @@ def profile_figure(step, batch, device, rows, steps=3):
         _sync(device)
         wall = (time.perf_counter() - start) / steps * 1000
     averages = prof.key_averages()
-    busy = sum(a.self_device_time_total for a in averages) / 1000 / steps
+    # the kernels themselves (an op's own row also carries its kernels' time: summing
+    # every row would count it twice), as the table's "Self CUDA time total"
+    busy = sum(a.self_device_time_total for a in averages
+               if a.device_type == DeviceType.CUDA and not a.is_user_annotation)
+    busy = busy / 1000 / steps
     sort = 'self_device_time_total' if device.type == 'cuda' else 'self_cpu_time_total'
     return wall, busy, averages.table(sort_by=sort, row_limit=rows)
 
