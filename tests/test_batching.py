@@ -368,3 +368,15 @@ def test_benchmark_train_prints_every_figure_as_json(tmp_path):
     assert result['valid_flip_persons_per_s'] > 0 and result['compile'] is False
     assert result['profile_ms_per_step']['float32']['wall'] > 0
     assert 'profile float32:' in done.stdout and 'convolution' in done.stdout
+    assert result['profile_ms_per_step']['float32']['device_busy'] is None   # no GPU
+
+
+@pytest.mark.parametrize('flag, value', [('--workers', '1,two'), ('--dtypes', 'bf16'),
+                                         ('--paths', 'crops,fast')])
+def test_benchmark_train_refuses_a_bad_list_in_one_line(flag, value):
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'tools', 'benchmark_train.py'),
+         '--cfg', os.path.join(ROOT, 'experiments', 'sample', 'hsrnet59_demo.yaml'),
+         flag, value], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 2 and 'Traceback' not in done.stderr
+    assert 'argument {}:'.format(flag) in done.stderr and value in done.stderr

@@ -31,6 +31,7 @@ times it eager.
 valid.py: persons/s of a validation pass with flip test on the detector boxes.
 `--json` adds one machine-readable line (prefixed 'json: ').
 """
+import collections
 import itertools
 import json
 import os
@@ -50,7 +51,8 @@ from core.config import get_model_name  # noqa: E402
 from core.function import training_step, validate_model  # noqa: E402
 from core.loss import JointsMSELoss  # noqa: E402
 from dataset.batching import DeviceBatcher  # noqa: E402
-from runner.cli import add_opts, base_parser, load_fresh_config  # noqa: E402
+from runner.cli import add_opts, base_parser, load_fresh_config, names_from, \
+    worker_counts  # noqa: E402
 from runner.launch import SETUP_ERRORS, report_error  # noqa: E402
 from runner.setup import configure_backends, get_optimizer  # noqa: E402
 from utils.cpu_memory import keep_freed_memory  # noqa: E402
@@ -60,6 +62,8 @@ from utils.precision import Precision, cpu_features  # noqa: E402
 
 DETECTIONS = os.path.join('person_detection_results',
                           'COCO_val2017_detections_AP_H_56_person.json')
+PATHS = ('items', 'crops', 'crops+')
+DTYPES = ('float32', 'bfloat16')
 GRAIN = 18.0          # grey levels of noise: brings a 640x480 JPEG at quality 90 to ~150 KB
 
 
@@ -69,16 +73,17 @@ def parse_args():
                         help='folder of the generated 640x480 set (made when missing)')
     parser.add_argument('--train-images', type=int, default=48)
     parser.add_argument('--val-images', type=int, default=16)
-    parser.add_argument('--workers', default='1,2', help='worker counts, e.g. 1,2,4')
+    parser.add_argument('--workers', default='1,2', type=worker_counts,
+                        help='worker counts, e.g. 1,2,4')
     parser.add_argument('--batch', type=int, default=16)
     parser.add_argument('--samples', type=int, default=192, help='samples per data figure')
     parser.add_argument('--iters', type=int, default=4, help='timed steps per model figure')
     parser.add_argument('--cache-mb', type=float, default=0,
                         help='decoded-image cache per process (default 0: one image, as '
                              'on a dataset much larger than any cache)')
-    parser.add_argument('--paths', default='items,crops,crops+',
+    parser.add_argument('--paths', default='items,crops,crops+', type=names_from(PATHS),
                         help='data paths to time (items, crops, crops+)')
-    parser.add_argument('--dtypes', default='float32,bfloat16',
+    parser.add_argument('--dtypes', default='float32,bfloat16', type=names_from(DTYPES),
                         help='model-step precisions to time (float32, bfloat16)')
     parser.add_argument('--profile', type=int, default=0, metavar='ROWS',
                         help='also profile 3 model steps per precision and print the ROWS '
@@ -179,7 +184,7 @@ def _epochs(loader):
         yield loader.loader
 
 
-def precisions(device, wanted=('float32', 'bfloat16')):
+def precisions(device, wanted=DTYPES):
     settings = [('float32', False, 'float32')] if 'float32' in wanted else []
     if 'bfloat16' in wanted and (device.type == 'cuda' or cpu_features()['native_bf16']):
         settings.append(('bfloat16', True, 'bfloat16'))
@@ -190,6 +195,10 @@ def train_step_fn(model, criterion, optimizer, precision):
     def step(input, target, weight):
         training_step(model, criterion, optimizer, precision, input, target, weight)
     return step
+
+
+# what model_figure built, for the figures that reuse it (the step holds the model)
+Built = collections.namedtuple('Built', 'precision step batch')
 
 
 def model_figure(cfg, args, device, label, dtype_on, dtype):
@@ -214,9 +223,8 @@ def model_figure(cfg, args, device, label, dtype_on, dtype):
     for _ in range(args.iters):
         step(input, target, weight)
     _sync(device)
-    return args.batch * args.iters / (time.perf_counter() - start), (model, optimizer,
-                                                                     precision, step,
-                                                                     (input, target, weight))
+    return args.batch * args.iters / (time.perf_counter() - start), Built(
+        precision, step, (input, target, weight))
 
 
 def profile_figure(step, batch, device, rows, steps=3):
@@ -239,7 +247,7 @@ def profile_figure(step, batch, device, rows, steps=3):
     # every row would count it twice), as the table's "Self CUDA time total"
     busy = sum(a.self_device_time_total for a in averages
                if a.device_type == DeviceType.CUDA and not a.is_user_annotation)
-    busy = busy / 1000 / steps
+    busy = busy / 1000 / steps if device.type == 'cuda' else None
     sort = 'self_device_time_total' if device.type == 'cuda' else 'self_cpu_time_total'
     return wall, busy, averages.table(sort_by=sort, row_limit=rows)
 
@@ -247,7 +255,7 @@ def profile_figure(step, batch, device, rows, steps=3):
 def end_to_end_figure(cfg, args, device, workers, built, items=False):
     """samples/s of training steps fed by the fast path (or by the public items,
     `items`: the path before it)."""
-    model, optimizer, precision, step, _ = built
+    precision, step = built.precision, built.step
     ds = dataset.build_dataset(cfg, cfg.DATASET.TRAIN_SET, True)
     ds.read_image.max_bytes = int(args.cache_mb * 2 ** 20)
     batcher = None if items else DeviceBatcher(cfg, device, precision.memory_format)
@@ -326,7 +334,7 @@ def main():
     configure_backends(cfg)   # cudnn.benchmark etc. from the yaml, as the scripts do
     if device.type == 'cpu' and cfg.SPEED.CPU_MALLOC_CACHE:
         keep_freed_memory()   # as the scripts do (runner.launch.setup_run)
-    workers_list = [int(w) for w in args.workers.split(',')]
+    workers_list = args.workers
     features = cpu_features()
     where = torch.cuda.get_device_name(device) if device.type == 'cuda' else \
         '{} ({}, native bf16: {}), {} threads'.format(cpu_name(), features['capability'],
@@ -340,7 +348,7 @@ def main():
         flush=True)
     torch.set_num_threads(torch.get_num_threads())
     for workers in workers_list:
-        for path in args.paths.split(','):
+        for path in args.paths:
             rate, per_sample, device_ms = data_figure(cfg, path, workers, args, device)
             result['data']['{} w{}'.format(path, workers)] = rate
             result['bytes_per_sample'][path] = per_sample
@@ -353,19 +361,19 @@ def main():
                   flush=True)
     if not args.skip_model:
         data_rate = result['data'].get('crops w{}'.format(max(workers_list)))
-        for label, on, dtype in precisions(device, args.dtypes.split(',')):
+        for label, on, dtype in precisions(device, args.dtypes):
             rate, built = model_figure(cfg, args, device, label, on, dtype)
             result['model_step'][label] = rate
             print('model  training step {:9s}: {:8.1f} samples/s'.format(label, rate),
                   flush=True)
             if args.profile:
-                wall, busy, table = profile_figure(built[3], built[4], device, args.profile)
+                wall, busy, table = profile_figure(built.step, built.batch, device, args.profile)
                 result.setdefault('profile_ms_per_step', {})[label] = {'wall': wall,
                                                                        'device_busy': busy}
                 print('profile {}: {:.1f} ms per step{}\n{}'.format(
                     label, wall, ', the GPU busy {:.1f} ms of it'.format(busy)
                     if device.type == 'cuda' else '', table), flush=True)
-            if label == 'float32' and 'items' in args.paths.split(','):
+            if label == 'float32' and 'items' in args.paths:
                 e2e_items = end_to_end_figure(cfg, args, device, max(workers_list), built,
                                               items=True)
                 result['end_to_end']['float32 items'] = {'rate': e2e_items}

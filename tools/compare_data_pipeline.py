@@ -21,6 +21,11 @@ import subprocess
 import sys
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
+sys.path.insert(0, os.path.join(ROOT, 'lib'))   # this tree's own helpers; the timed
+                                                # processes put their checkout's lib first
+
+from runner.cli import worker_counts  # noqa: E402
+
 DEFAULT_CFG = 'experiments/coco/hsrnet59/256x192_d256x3_adam_lr1e-3.yaml'
 
 # Run in a fresh interpreter with a checkout's lib first on sys.path: the loader
@@ -61,14 +66,6 @@ for _ in itertools.islice(itertools.chain.from_iterable(epochs()), samples // ba
     done += batch
 print(done / (time.perf_counter() - start))
 '''
-
-
-def worker_counts(text):
-    """'1,2' -> [1, 2]; argparse turns the ValueError into one line naming --workers."""
-    counts = [int(word) for word in text.split(',')]
-    if any(count < 0 for count in counts):
-        raise ValueError(text)
-    return counts
 
 
 def parse_args():

@@ -34,6 +34,26 @@ def base_parser(description, common_flags=True):
     return parser
 
 
+def worker_counts(text):
+    """argparse type of a comma list of worker counts: '1,2' -> [1, 2]; a bad word is
+    argparse's one line naming the flag (it turns the ValueError into it)."""
+    counts = [int(word) for word in text.split(',')]
+    if any(count < 0 for count in counts):
+        raise ValueError(text)
+    return counts
+
+
+def names_from(allowed):
+    """argparse type of a comma list of names, each one of `allowed`."""
+    def names(text):
+        words = text.split(',')
+        if not words or any(word not in allowed for word in words):
+            raise argparse.ArgumentTypeError('{!r}: a comma list of {}'.format(
+                text, ', '.join(allowed)))
+        return words
+    return names
+
+
 def add_opts(parser):
     """Trailing `KEY VALUE ...` pairs override config keys (a leading literal
     'opts' is accepted too). Must be the last argument added."""
