@@ -15,8 +15,6 @@ import argparse
 import contextlib
 import io
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,20 +30,10 @@ import infer  # noqa: E402
 import models  # noqa: E402
 from core.config import check_config, get_default_config, update_config  # noqa: E402
 from utils.onnx_model import export_onnx  # noqa: E402
+from utils.precision import cpu_name  # noqa: E402
 from dataset.synthetic_video import write_video  # noqa: E402
 
 DEFAULT_CFG = os.path.join('experiments', 'sample', 'hsrnet59_demo.yaml')
-
-
-def cpu_name():
-    try:
-        out = subprocess.run(['lscpu'], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            if line.startswith('Model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown CPU'
 
 
 def run_once(args, model_file, video, boxes, out):

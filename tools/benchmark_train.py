@@ -35,7 +35,6 @@ import collections
 import itertools
 import json
 import os
-import platform
 import sys
 import time
 
@@ -58,7 +57,7 @@ from runner.setup import configure_backends, get_optimizer  # noqa: E402
 from utils.cpu_memory import keep_freed_memory  # noqa: E402
 from utils.distributed import DistContext  # noqa: E402
 from utils.loaders import EpochSeededLoader, build_val_loader  # noqa: E402
-from utils.precision import Precision, cpu_features  # noqa: E402
+from utils.precision import Precision, cpu_features, describe_cpu  # noqa: E402
 
 DETECTIONS = os.path.join('person_detection_results',
                           'COCO_val2017_detections_AP_H_56_person.json')
@@ -306,17 +305,6 @@ def valid_figure(cfg, args, device, workers):
     return len(ds) / (time.perf_counter() - start), len(ds)
 
 
-def cpu_name():
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown CPU'
-
-
 def main():
     args = parse_args()
     import logging
@@ -337,9 +325,7 @@ def main():
     workers_list = args.workers
     features = cpu_features()
     where = torch.cuda.get_device_name(device) if device.type == 'cuda' else \
-        '{} ({}, native bf16: {}), {} threads'.format(cpu_name(), features['capability'],
-                                                     features['native_bf16'],
-                                                     torch.get_num_threads())
+        describe_cpu(features)
     result = {'model': get_model_name(cfg)[1], 'device': where, 'batch': args.batch,
               'data': {}, 'bytes_per_sample': {}, 'model_step': {}, 'end_to_end': {}}
     result['compile'] = bool(cfg.SPEED.COMPILE)

@@ -1,6 +1,6 @@
 """`make demo`: the whole pipeline on the synthetic sample, on the CPU.
 
-    python tools/demo.py [--cfg experiments/sample/hsrnet59_demo.yaml]
+    python tools/demo.py [--cfg experiments/sample/hsrnet59_demo.yaml] [KEY VALUE ...]
 
 1. generates the sample dataset (tools/make_sample_data.py) unless it is there
    and newer than its generator,
@@ -9,7 +9,9 @@
    (pose_estimation/valid.py --flip-test --use-detect-bbox), printing the COCO table,
 4. draws the predicted skeletons on a few validation images
    (<output dir>/demo_predictions.jpg).
-Each step is the ordinary command, printed before it runs.
+Each step is the ordinary command, printed before it runs; KEY VALUE config
+overrides go to train.py and valid.py alike. The last line gives the time and the
+CPU it ran on: what a report of the demo's speed needs.
 """
 import argparse
 import json
@@ -25,9 +27,12 @@ import numpy as np
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 sys.path.insert(0, os.path.join(ROOT, 'lib'))
 
-from core.config import get_default_config, get_model_name, update_config  # noqa: E402
+from core.config import get_model_name  # noqa: E402
+from runner.cli import add_opts, config_overrides, load_fresh_config  # noqa: E402
+from runner.launch import SETUP_ERRORS, report_error  # noqa: E402
 from runner.setup import output_dirs  # noqa: E402
 from utils.keypoints import COCO_KEYPOINTS, KeypointLayout  # noqa: E402
+from utils.precision import describe_cpu  # noqa: E402
 from utils.vis import draw_skeleton, image_grid  # noqa: E402
 
 DEFAULT_CFG = 'experiments/sample/hsrnet59_demo.yaml'
@@ -42,6 +47,7 @@ MIN_PERSON_SCORE = 0.5       # the picture shows confident poses only
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--cfg', default=DEFAULT_CFG, help='experiment yaml')
+    add_opts(parser)
     return parser.parse_args()
 
 
@@ -103,8 +109,12 @@ def draw_predictions(cfg, results_file, picture_file):
 def main():
     args = parse_args()
     start = time.time()
-    cfg = update_config(os.path.join(ROOT, args.cfg), get_default_config())
-    os.chdir(ROOT)
+    os.chdir(ROOT)   # --cfg and the yaml's relative paths are the repository's
+    try:
+        cfg = load_fresh_config(args)
+    except SETUP_ERRORS as error:
+        return report_error(error, 2)
+    overrides = config_overrides(args.opts)
     output_dir = output_dirs(cfg, args.cfg)[0]
     full_arch_name = get_model_name(cfg)[1]
 
@@ -112,12 +122,12 @@ def main():
         print('sample data in {} is up to date'.format(cfg.DATASET.ROOT))
     else:
         run(['tools/make_sample_data.py', '--out', cfg.DATASET.ROOT])
-    run(['pose_estimation/train.py', '--cfg', args.cfg])
+    run(['pose_estimation/train.py', '--cfg', args.cfg] + overrides)
     trained = time.time()
     run(['pose_estimation/valid.py', '--cfg', args.cfg,
-                        '--model-file', os.path.join(output_dir, 'final_state.pth.tar'),
-                        '--flip-test', '--use-detect-bbox',
-                        '--coco-bbox-file', cfg.TEST.COCO_BBOX_FILE])
+         '--model-file', os.path.join(output_dir, 'final_state.pth.tar'),
+         '--flip-test', '--use-detect-bbox',
+         '--coco-bbox-file', cfg.TEST.COCO_BBOX_FILE] + overrides)
     results_file = os.path.join(output_dir, 'results',
                                 'keypoints_{}_results.json'.format(cfg.DATASET.TEST_SET))
     picture_file = os.path.join(output_dir, 'demo_predictions.jpg')
@@ -129,9 +139,10 @@ def main():
     print('demo: results {}'.format(results_file))
     if drawn:
         print('demo: predicted skeletons on {} images: {}'.format(drawn, picture_file))
-    print('demo: {:.0f} s in all ({:.0f} s up to the end of training)'.format(
-        time.time() - start, trained - start))
+    print('demo: {:.0f} s in all ({:.0f} s up to the end of training) on {}'.format(
+        time.time() - start, trained - start, describe_cpu()))
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -14,6 +14,7 @@ with the CPU's own capabilities taken into account.
 
 import contextlib
 import logging
+import platform
 
 import torch
 
@@ -31,6 +32,26 @@ def cpu_features():
     except (AttributeError, RuntimeError):
         native_bf16 = False
     return {'capability': capability, 'native_bf16': native_bf16}
+
+
+def cpu_name():
+    """The CPU's model name (/proc/cpuinfo on Linux), which every CPU time must name."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or 'unknown CPU'
+
+
+def describe_cpu(features=None):
+    """'AMD EPYC (AVX512, native bf16), 2 threads': the CPU a figure was measured on."""
+    features = features or cpu_features()
+    return '{} ({}{}), {} threads'.format(
+        cpu_name(), features['capability'], ', native bf16' if features['native_bf16'] else '',
+        torch.get_num_threads())
 
 
 def cpu_prefers_channels_last(features=None):
@@ -66,7 +87,7 @@ class Precision:
                 self.enabled = False
             if cfg.get('CPU_AUTO', False):
                 channels_last = cpu_prefers_channels_last(features)
-                logger.info('CPU_AUTO: %s CPU, %s', features['capability'],
+                logger.info('CPU_AUTO: %s: %s', describe_cpu(features),
                             'channels_last' if channels_last else 'contiguous layout')
         self.memory_format = (torch.channels_last if channels_last
                               else torch.contiguous_format)
