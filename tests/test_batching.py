@@ -380,3 +380,32 @@ def test_benchmark_train_refuses_a_bad_list_in_one_line(flag, value):
          flag, value], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 2 and 'Traceback' not in done.stderr
     assert 'argument {}:'.format(flag) in done.stderr and value in done.stderr
+
+
+def test_benchmark_steady_state_leaves_out_each_epochs_refill_only():
+    """The clock of tools/benchmark_train.py's figures, on a fake clock: epochs of 3
+    batches (of 2 samples) whose first batch takes 100 s to arrive (the refill),
+    the others 1 s; the caller spends 10 s per batch. 2 untimed batches, then 5
+    timed ones: the last of epoch 0, all of epoch 1, the first of epoch 2."""
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    from benchmark_train import SteadyState
+    now = [0.0]
+
+    def epochs():
+        for epoch in itertools.count():
+            def batches(epoch=epoch):
+                for i in range(3):
+                    now[0] += 100 if i == 0 else 1
+                    yield (['sample'] * 2, (epoch, i))
+            yield batches()
+
+    clock = SteadyState(torch.device('cpu'), clock=lambda: now[0])
+    seen = []
+    for batch in clock.batches(epochs(), 2, 5):
+        now[0] += 10
+        seen.append(batch[1])
+    assert seen == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (2, 0)]
+    # timed: 5 batches of 10 s each, the fetches of (0, 2) and (1, 1), (1, 2) at 1 s;
+    # the 100 s waits for (1, 0) and (2, 0) are left out
+    assert clock.seconds == 5 * 10 + 3 * 1
+    assert clock.samples == 10 and clock.rate == 10 / 53

@@ -19,7 +19,9 @@ Data pipeline figures (training, with augmentation, shuffled), per worker count:
   crops+  the fast path with the opt-in decode savings: DATASET.GROUP_BY_IMAGE and
           DATASET.REDUCED_DECODE
 each with the bytes per sample that leave the workers; samples/s are what the
-workers deliver, the device's share of the fast paths is timed apart (ms per batch:
+workers deliver in the steady state (the start-up and the refill at each epoch's
+start left out: a COCO epoch has one per ~4,700 batches, these small sets one per
+few dozen), the device's share of the fast paths is timed apart (ms per batch:
 on a GPU it overlaps the workers, on the CPU it is main-process time). Model step: a training
 step on a batch already on the device, float32 and bfloat16 autocast (bfloat16
 only where the device has it natively: on other CPUs it is 10-20x slower and the
@@ -124,6 +126,47 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
+class SteadyState:
+    """Batches of successive epochs, `skip` untimed, then `count` timed. `seconds`
+    is what the timed ones took (with what the caller does with them, the device
+    synced), less the wait for each epoch's first batch: the workers refilling,
+    which a COCO epoch does once per ~4,700 batches and these small sets once per
+    few dozen. `samples` counts the timed batches' samples."""
+
+    def __init__(self, device, clock=time.perf_counter):
+        self.device, self.clock, self.seconds, self.samples = device, clock, 0.0, 0
+
+    def _now(self):
+        _sync(self.device)
+        return self.clock()
+
+    def batches(self, epochs, skip, count):
+        seen = 0
+        for epoch in epochs:
+            batches = iter(epoch)
+            first = next(batches, None)
+            if first is None:
+                raise ValueError('benchmark_train: an epoch without batches')
+            start = self._now()
+            for batch in itertools.chain([first], batches):
+                yield batch
+                seen += 1
+                if seen == skip:
+                    start = self._now()
+                elif seen > skip:
+                    self.samples += len(batch[0])
+                if seen == skip + count:
+                    break
+            if seen > skip:
+                self.seconds += self._now() - start
+            if seen == skip + count:
+                return
+
+    @property
+    def rate(self):
+        return self.samples / self.seconds
+
+
 def nbytes(obj):
     """Bytes of the tensors/arrays/strings in a (nested) batch."""
     if isinstance(obj, torch.Tensor):
@@ -153,18 +196,14 @@ def data_figure(cfg, path, workers, args, device):
                                pin_memory=device.type == 'cuda', batcher=batcher,
                                group_by_image=cfg.DATASET.GROUP_BY_IMAGE,
                                persistent_workers=workers > 0)
-    batches = max(2, -(-args.samples // args.batch) + 1)
-    raw = itertools.chain.from_iterable(_epochs(loader))
-    timed, start, kept = 0, None, []
-    for batch in itertools.islice(raw, batches):
-        if start is None:   # the first batch pays the workers' start-up
-            start = time.perf_counter()
-            per_sample = nbytes(batch) / args.batch
-            continue
-        timed += args.batch
-        if len(kept) < 3:
+    clock, kept = SteadyState(torch.device('cpu')), []   # the workers alone: no device
+    # the first batch, untimed, pays the workers' start-up
+    for i, batch in enumerate(clock.batches((epoch.loader for epoch in _epochs(loader)), 1,
+                                            max(1, -(-args.samples // args.batch)))):
+        if i == 0:
+            per_sample = nbytes(batch) / len(batch[0])
+        elif len(kept) < 3:
             kept.append(batch)
-    rate = timed / (time.perf_counter() - start)
     device_ms = None
     if fast:   # the device's share, timed apart (on a GPU it overlaps the workers)
         batcher(kept[0])
@@ -174,13 +213,13 @@ def data_figure(cfg, path, workers, args, device):
             batcher(batch)
         _sync(device)
         device_ms = (time.perf_counter() - begin) / len(kept) * 1000
-    return rate, per_sample, device_ms
+    return clock.rate, per_sample, device_ms
 
 
 def _epochs(loader):
     for epoch in itertools.count():
         loader.set_epoch(epoch)
-        yield loader.loader
+        yield loader
 
 
 def precisions(device, wanted=DTYPES):
@@ -265,27 +304,13 @@ def end_to_end_figure(cfg, args, device, workers, built, items=False):
     # which cudnn.benchmark tunes (and torch.compile recompiles) once per run, and on
     # a set of a few hundred persons that would weigh as much as the steady state
     warm = len(loader) if device.type == 'cuda' else 1
-    batches = itertools.chain.from_iterable(_epochs_device(loader))
-    timed, start = 0, None
-    for i, (input, target, weight, meta) in enumerate(
-            itertools.islice(batches, warm + args.iters)):
+    clock = SteadyState(device)
+    for input, target, weight, meta in clock.batches(_epochs(loader), warm, args.iters):
         if items:
             input = precision.prepare_input(input, device)
             target, weight = target.to(device), weight.to(device)
         step(input, target, weight)
-        if i + 1 == warm:
-            _sync(device)
-            start = time.perf_counter()
-        elif i >= warm:
-            timed += input.size(0)
-    _sync(device)
-    return timed / (time.perf_counter() - start)
-
-
-def _epochs_device(loader):
-    for epoch in itertools.count():
-        loader.set_epoch(epoch)
-        yield iter(loader)
+    return clock.rate
 
 
 def valid_figure(cfg, args, device, workers):
