@@ -130,3 +130,54 @@ def test_gpu_decode_and_warp_close_to_opencv(sample):
     grey = (gpu[0] - cpu[0]).abs().mean().item() * 255 * 0.226
     assert grey < 1.0
     assert torch.equal(gpu[1], cpu[1]) and torch.equal(gpu[2], cpu[2])
+
+
+def test_training_iteration_makes_no_host_sync(sample):
+    """What train.py's loop does on the GPU per iteration (the batch made on the
+    device from pinned crops, the training step with bf16 autocast, channels_last
+    and fused Adam, the accuracy, the window's sums) under CUDA's sync debug mode
+    'error': a copy that waits for the device, an .item(), any host sync raises.
+    The first iteration (cuDNN's tuning, the optimizer's state, the codec's table
+    copied once) runs before it."""
+    from tiny_model import tiny_config
+    from core.evaluate import accuracy_on_device
+    from core.function import TrainingWindow, training_step
+    from core.loss import JointsMSELoss
+    from dataset import build_dataset
+    from dataset.batching import DeviceBatcher
+    from runner.setup import get_optimizer
+    from utils.loaders import collate_samples
+    from utils.precision import Precision
+    import models
+    device = torch.device('cuda')
+    cfg = tiny_config('DATASET.ROOT', sample, 'AMP.ENABLED', 'true', 'AMP.DTYPE', 'bfloat16',
+                      'CHANNELS_LAST', 'true', 'SPEED.FUSED_OPTIMIZER', 'true')
+    ds = build_dataset(cfg, 'train2017', True)
+    raws = [collate_samples([ds.load_sample(j % len(ds)) for j in range(k, k + 4)])
+            for k in (0, 4, 8)]
+    # crops pinned beforehand, as the loader's pin_memory thread does
+    raws = [(crops.pin_memory(), meta) for crops, meta in raws]
+    precision = Precision(cfg, device)
+    model = precision.prepare_model(models.build_model(cfg, is_train=True).to(device))
+    optimizer = get_optimizer(cfg, model)
+    criterion = JointsMSELoss(True)
+    batcher = DeviceBatcher(cfg, device, precision.memory_format)
+    window = TrainingWindow(device)
+
+    def iteration(i, raw):
+        input, target, weight, _ = batcher(raw)
+        output, loss = training_step(model, criterion, optimizer, precision, input, target,
+                                     weight)
+        window.add(i, loss, input.size(0), *accuracy_on_device(output, target))
+
+    model.train()
+    iteration(0, raws[0])
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        for i, raw in enumerate(raws[1:], 1):
+            iteration(i, raw)
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+    loss_sum, count, _, _ = window.read(0, 2)   # the one read, at PRINT_FREQ
+    assert count == 12 and loss_sum > 0

@@ -22,8 +22,9 @@ each with the bytes per sample that leave the workers; samples/s are what the
 workers deliver in the steady state (the start-up and the refill at each epoch's
 start left out: a COCO epoch has one per ~4,700 batches, these small sets one per
 few dozen), the device's share of the fast paths is timed apart (ms per batch:
-on a GPU it overlaps the workers, on the CPU it is main-process time). Model step: a training
-step on a batch already on the device, float32 and bfloat16 autocast (bfloat16
+on a GPU it overlaps the workers, on the CPU it is main-process time). Model step: what train.py's loop does per
+iteration on a batch already on the device (the training step, the accuracy and
+the sums read at PRINT_FREQ), float32 and bfloat16 autocast (bfloat16
 only where the device has it natively: on other CPUs it is 10-20x slower and the
 scripts never choose it). End to end: the fast path feeding the training step
 with the largest worker count; the bound names the slower of data and model.
@@ -49,7 +50,8 @@ sys.path.insert(0, os.path.join(ROOT, 'lib'))
 import dataset  # noqa: E402
 import models  # noqa: E402
 from core.config import get_model_name  # noqa: E402
-from core.function import training_step, validate_model  # noqa: E402
+from core.evaluate import accuracy_on_device  # noqa: E402
+from core.function import TrainingWindow, training_step, validate_model  # noqa: E402
 from core.loss import JointsMSELoss  # noqa: E402
 from dataset.batching import DeviceBatcher  # noqa: E402
 from runner.cli import add_opts, base_parser, load_fresh_config, names_from, \
@@ -229,9 +231,15 @@ def precisions(device, wanted=DTYPES):
     return settings
 
 
-def train_step_fn(model, criterion, optimizer, precision):
+def train_step_fn(model, criterion, optimizer, precision, device):
+    """What train.py's loop does on the device per iteration: the step, then the
+    accuracy and the window's sums (read at PRINT_FREQ, so never here)."""
+    window = TrainingWindow(device)
+
     def step(input, target, weight):
-        training_step(model, criterion, optimizer, precision, input, target, weight)
+        output, loss = training_step(model, criterion, optimizer, precision, input, target,
+                                     weight)
+        window.add(0, loss, input.size(0), *accuracy_on_device(output, target))
     return step
 
 
@@ -248,7 +256,7 @@ def model_figure(cfg, args, device, label, dtype_on, dtype):
     if cfg.SPEED.COMPILE:   # as train.py; the untimed first step pays the compilation
         model.compile()
     optimizer = get_optimizer(cfg, model)
-    step = train_step_fn(model, JointsMSELoss(True), optimizer, precision)
+    step = train_step_fn(model, JointsMSELoss(True), optimizer, precision, device)
     width, height = cfg.MODEL.IMAGE_SIZE
     hw, hh = cfg.MODEL.EXTRA.HEATMAP_SIZE
     input = precision.prepare_input(torch.randn(args.batch, 3, height, width), device)

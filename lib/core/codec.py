@@ -11,6 +11,8 @@ Conventions (PROTOCOL.md): heatmaps are (..., J, H, W) at HEATMAP_SIZE = (w, h),
 IMAGE_SIZE / HEATMAP_SIZE is the stride; a joint's Gaussian peaks (value 1) at
 mu = int(joint / stride + 0.5) with a window of radius 3 sigma.
 """
+import functools
+
 import numpy as np
 
 from utils.errors import ConfigError
@@ -101,6 +103,20 @@ def dark_offset(heatmaps, coords, sigma):
     return np.stack([offset_x, offset_y], axis=-1) * ok[..., None]
 
 
+def gaussian_profile(sigma):
+    """exp(-d^2 / (2 sigma^2)) for whole offsets d = 0 .. 3 sigma, float32, by the
+    expression `HeatmapCodec.encode` evaluates."""
+    d = np.arange(int(np.floor(sigma * 3)) + 1, dtype=np.float32)
+    return np.exp(-d ** 2 / (2 * sigma ** 2)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _profile_on(sigma, device):
+    """gaussian_profile as a tensor on `device`, copied there once (not per batch)."""
+    import torch
+    return torch.from_numpy(gaussian_profile(sigma)).to(device)
+
+
 class HeatmapCodec:
     """Encode joints as Gaussian heatmaps and decode heatmaps to joints.
 
@@ -174,13 +190,18 @@ class HeatmapCodec:
         import torch
         device = joints.device
         width, height = (int(v) for v in self.heatmap_size)
-        size = torch.tensor([width, height], dtype=torch.float64, device=device)
-        stride = torch.as_tensor(self.stride, dtype=torch.float64, device=device)
+        stride_x, stride_y = (float(v) for v in self.stride)
         radius = self.sigma * 3
         vis = joints_vis[..., 0] if joints_vis.dim() == joints.dim() else joints_vis
-        # int(x + 0.5) of the original: truncation toward zero
-        mu = torch.trunc(joints[..., :2].double() / stride + 0.5)
-        outside = ((mu - radius >= size) | (mu + radius + 1 < 0)).any(dim=-1)
+        # int(x + 0.5) of the original: truncation toward zero. The constants are
+        # python numbers: a tensor made from host data is a copy that, on CUDA, waits
+        # for the device (a host sync per batch)
+        joints = joints.double()
+        mu = torch.trunc(torch.stack([joints[..., 0] / stride_x, joints[..., 1] / stride_y],
+                                     dim=-1) + 0.5)
+        mu_x, mu_y = mu[..., 0], mu[..., 1]
+        outside = ((mu_x - radius >= width) | (mu_y - radius >= height)
+                   | (mu_x + radius + 1 < 0) | (mu_y + radius + 1 < 0))
         weight = torch.where(outside, torch.zeros((), dtype=torch.float32, device=device),
                              vis.float())
         mu = mu.float()
@@ -189,7 +210,7 @@ class HeatmapCodec:
         # mu is a whole number, so the offsets are too: the Gaussian's values come
         # from a table computed by `encode`'s own numpy expression (bit for bit the
         # same targets; torch's exp may differ from numpy's in the last bit)
-        table = torch.from_numpy(self._profile_table()).to(device)
+        table = _profile_on(self.sigma, device)
         last = table.numel() - 1
 
         def profile(d):
@@ -201,12 +222,6 @@ class HeatmapCodec:
         gx = gx * (weight > 0.5).unsqueeze(-1)
         target = gy.unsqueeze(-1) * gx.unsqueeze(-2)
         return target, weight.unsqueeze(-1)
-
-    def _profile_table(self):
-        """exp(-d^2 / (2 sigma^2)) for whole offsets d = 0 .. 3 sigma, float32, by the
-        expression `encode` evaluates."""
-        d = np.arange(int(np.floor(self.sigma * 3)) + 1, dtype=np.float32)
-        return np.exp(-d ** 2 / (2 * self.sigma ** 2)).astype(np.float32)
 
     # -- test time ------------------------------------------------------------------
 

@@ -59,8 +59,12 @@ def accuracy_on_device(output, target, thr=0.5):
 
     pred, _ = argmax_xy(output)
     gt, gt_maxvals = argmax_xy(target)
-    norm = torch.tensor([height, width], dtype=torch.float32, device=output.device) / 10
-    dists = torch.linalg.vector_norm((pred - gt) / norm, dim=-1)
+    # x over height / 10 and y over width / 10, as the original; python numbers, not
+    # a tensor made from host data (on CUDA, a copy that waits for the device)
+    offset = pred - gt
+    dists = torch.linalg.vector_norm(torch.stack([offset[..., 0] / (height / 10),
+                                                  offset[..., 1] / (width / 10)], dim=-1),
+                                     dim=-1)
     valid = gt_maxvals > 0
     num_valid = valid.sum(dim=0)
     num_hits = ((dists < thr) & valid).sum(dim=0)
