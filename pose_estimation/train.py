@@ -23,7 +23,7 @@ import dataset
 import models
 from dataset.batching import DeviceBatcher
 from core.config import get_model_name
-from core.function import train_one_epoch, validate_model
+from core.function import make_training_step, train_one_epoch, validate_model
 from core.loss import JointsMSELoss
 from runner.cli import COMMON_FLAGS, add_opts, base_parser, load_config
 from runner.launch import run_job, setup_run
@@ -65,6 +65,8 @@ class Trainer:
             unwrap_model(self.model).compile()
         self.criterion = JointsMSELoss(cfg.LOSS.USE_TARGET_WEIGHT).to(ctx.device)
         self.optimizer = get_optimizer(cfg, self.model)
+        self.step = make_training_step(cfg, self.model, self.criterion, self.optimizer,
+                                       ctx.precision)
         self.scheduler = get_lr_scheduler(cfg, self.optimizer)
         self.begin_epoch = cfg.TRAIN.BEGIN_EPOCH
         self.begin_batch = 0            # > 0: resuming in the middle of begin_epoch
@@ -118,6 +120,8 @@ class Trainer:
                 path, ', '.join(missing)))
         load_pose_checkpoint(unwrap_model(self.model), state['state_dict'])
         self.optimizer.load_state_dict(state['optimizer'])
+        for group in self.optimizer.param_groups:   # a tensor in SPEED.CUDA_GRAPHS runs
+            group['lr'] = float(group['lr'])
         self.begin_epoch = int(state['epoch'])
         self.begin_batch = int(state.get('batch', 0))
         self.resumed_state = {k: state[k] for k in ('batches_per_epoch', 'batch_size',
@@ -261,7 +265,7 @@ class Trainer:
             try:
                 train_one_epoch(cfg, self.train_loader, self.model, self.criterion,
                                 self.optimizer, epoch, ctx.output_dir, self.writer, ctx.precision,
-                                start_batch=start,
+                                start_batch=start, step=self.step,
                                 after_step=lambda done, e=epoch: self._after_step(e, done))
             except NonFiniteLossError as error:
                 raise NonFiniteLossError('{}; training stopped, the last checkpoint ({}) is '

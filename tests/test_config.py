@@ -105,3 +105,27 @@ def test_validate_every_must_be_a_number_of_epochs():
         check_config(cfg)
     with pytest.raises(ConfigError, match='TRAIN.VALIDATE_EVERY'):
         update_config_from_list(['TRAIN.VALIDATE_EVERY', 'often'], cfg)
+
+
+@pytest.mark.parametrize('opts, message', [
+    (['SPEED.COMPILE', 'true'], 'SPEED.CUDA_GRAPHS and SPEED.COMPILE exclude each other'),
+    (['AMP.ENABLED', 'true', 'AMP.DTYPE', 'float16'], "does not work with AMP.DTYPE 'float16'"),
+    (['TRAIN.OPTIMIZER', 'sgd'], "needs TRAIN.OPTIMIZER 'adam', got 'sgd'"),
+])
+def test_cuda_graphs_refuse_what_cannot_be_captured(opts, message):
+    cfg = get_default_config()
+    update_config_from_list(['SPEED.CUDA_GRAPHS', 'true', 'AMP.DTYPE', 'bfloat16'], cfg)
+    check_config(cfg)   # bf16 autocast and Adam: fine
+    update_config_from_list(opts, cfg)
+    with pytest.raises(ConfigError, match=message):
+        check_config(cfg)
+
+
+def test_cuda_graphs_need_one_cuda_gpu():
+    import torch
+    from core.cuda_graph import check_graphable
+    model = torch.nn.Conv2d(3, 4, 1)
+    with pytest.raises(ConfigError, match='needs a CUDA GPU; this run is on cpu'):
+        check_graphable(model)
+    with pytest.raises(ConfigError, match='needs one process on one GPU'):
+        check_graphable(torch.nn.DataParallel(model))

@@ -181,3 +181,34 @@ def test_training_iteration_makes_no_host_sync(sample):
         torch.cuda.set_sync_debug_mode('default')
     loss_sum, count, _, _ = window.read(0, 2)   # the one read, at PRINT_FREQ
     assert count == 12 and loss_sum > 0
+
+
+def test_cuda_graphs_train_as_the_eager_step(sample, tmp_path):
+    """SPEED.CUDA_GRAPHS replays the captured step: 2 epochs (the lr drops after the
+    first, the last batch of each epoch is smaller and runs eagerly) end with the
+    eager run's weights and BatchNorm counts, uninterrupted and resumed alike."""
+    from dataset import build_dataset
+    from tiny_model import tiny_config
+    persons = len(build_dataset(tiny_config('DATASET.ROOT', sample), 'train2017', True))
+    batch = next(b for b in range(persons // 2, 1, -1) if persons % b)   # a smaller last batch
+    opts = dict(DETERMINISTIC, **{'TRAIN.BATCH_SIZE': batch, 'TRAIN.LR_STEP': '[1]',
+                                  'SPEED.FUSED_OPTIMIZER': 'true', 'AMP.ENABLED': 'true',
+                                  'AMP.DTYPE': 'bfloat16'})
+    graphs = dict(opts, **{'SPEED.CUDA_GRAPHS': 'true'})
+    eager, whole, split = (str(tmp_path / name) for name in ('eager', 'whole', 'split'))
+    check_ok(run_script('train.py', train_args(sample, eager, **opts), env=DETERMINISTIC_ENV))
+    check_ok(run_script('train.py', train_args(sample, whole, **graphs), env=DETERMINISTIC_ENV))
+    check_ok(run_script('train.py', train_args(sample, split, **dict(
+        graphs, **{'TRAIN.END_EPOCH': 1})), env=DETERMINISTIC_ENV))
+    check_ok(run_script('train.py', train_args(sample, split, **dict(
+        graphs, **{'TRAIN.RESUME': 'true'})), env=DETERMINISTIC_ENV))
+    reference = final_weights(eager)
+    for out_dir in (whole, split):
+        weights = final_weights(out_dir)
+        assert set(weights) == set(reference)
+        for name, value in reference.items():
+            if value.is_floating_point():
+                torch.testing.assert_close(weights[name], value, rtol=1e-3, atol=1e-5,
+                                           msg=name)
+            else:   # num_batches_tracked: the warm-up before the capture left no trace
+                assert torch.equal(weights[name], value), name

@@ -28,9 +28,9 @@ the sums read at PRINT_FREQ), float32 and bfloat16 autocast (bfloat16
 only where the device has it natively: on other CPUs it is 10-20x slower and the
 scripts never choose it). End to end: the fast path feeding the training step
 with the largest worker count; the bound names the slower of data and model.
-With SPEED.COMPILE on (the GPU speed yaml) the model step is torch.compile'd as in
-train.py, its compilation paid in the untimed first step; SPEED.COMPILE false
-times it eager.
+With SPEED.COMPILE on the model step is torch.compile'd as in train.py, and with
+SPEED.CUDA_GRAPHS on it is captured as a CUDA graph as in train.py, either paid in
+the untimed first step.
 valid.py: persons/s of a validation pass with flip test on the detector boxes.
 `--json` adds one machine-readable line (prefixed 'json: ').
 """
@@ -51,13 +51,14 @@ import dataset  # noqa: E402
 import models  # noqa: E402
 from core.config import get_model_name  # noqa: E402
 from core.evaluate import accuracy_on_device  # noqa: E402
-from core.function import TrainingWindow, training_step, validate_model  # noqa: E402
+from core.function import TrainingWindow, make_training_step, validate_model  # noqa: E402
 from core.loss import JointsMSELoss  # noqa: E402
 from dataset.batching import DeviceBatcher  # noqa: E402
 from runner.cli import add_opts, base_parser, load_fresh_config, names_from, \
     worker_counts  # noqa: E402
 from runner.launch import SETUP_ERRORS, report_error  # noqa: E402
 from runner.setup import configure_backends, get_optimizer  # noqa: E402
+from utils.errors import ConfigError  # noqa: E402
 from utils.cpu_memory import keep_freed_memory  # noqa: E402
 from utils.distributed import DistContext  # noqa: E402
 from utils.loaders import EpochSeededLoader, build_val_loader  # noqa: E402
@@ -231,14 +232,15 @@ def precisions(device, wanted=DTYPES):
     return settings
 
 
-def train_step_fn(model, criterion, optimizer, precision, device):
-    """What train.py's loop does on the device per iteration: the step, then the
-    accuracy and the window's sums (read at PRINT_FREQ, so never here)."""
+def train_step_fn(cfg, model, criterion, optimizer, precision, device):
+    """What train.py's loop does on the device per iteration: the step (graphed with
+    SPEED.CUDA_GRAPHS), then the accuracy and the window's sums (read at PRINT_FREQ,
+    so never here)."""
     window = TrainingWindow(device)
+    training_step = make_training_step(cfg, model, criterion, optimizer, precision)
 
     def step(input, target, weight):
-        output, loss = training_step(model, criterion, optimizer, precision, input, target,
-                                     weight)
+        output, loss = training_step(input, target, weight)
         window.add(0, loss, input.size(0), *accuracy_on_device(output, target))
     return step
 
@@ -256,7 +258,7 @@ def model_figure(cfg, args, device, label, dtype_on, dtype):
     if cfg.SPEED.COMPILE:   # as train.py; the untimed first step pays the compilation
         model.compile()
     optimizer = get_optimizer(cfg, model)
-    step = train_step_fn(model, JointsMSELoss(True), optimizer, precision, device)
+    step = train_step_fn(cfg, model, JointsMSELoss(True), optimizer, precision, device)
     width, height = cfg.MODEL.IMAGE_SIZE
     hw, hh = cfg.MODEL.EXTRA.HEATMAP_SIZE
     input = precision.prepare_input(torch.randn(args.batch, 3, height, width), device)
@@ -361,10 +363,14 @@ def main():
         describe_cpu(features)
     result = {'model': get_model_name(cfg)[1], 'device': where, 'batch': args.batch,
               'data': {}, 'bytes_per_sample': {}, 'model_step': {}, 'end_to_end': {}}
+    if cfg.SPEED.CUDA_GRAPHS and device.type != 'cuda':
+        return report_error(ConfigError('SPEED.CUDA_GRAPHS needs a CUDA GPU; this run is on '
+                                        'the CPU'), 2)
     result['compile'] = bool(cfg.SPEED.COMPILE)
-    print('benchmark_train: {} batch {} on {}{}'.format(
-        result['model'], args.batch, where, ', torch.compile' if cfg.SPEED.COMPILE else ''),
-        flush=True)
+    result['cuda_graphs'] = bool(cfg.SPEED.CUDA_GRAPHS)
+    print('benchmark_train: {} batch {} on {}{}{}'.format(
+        result['model'], args.batch, where, ', torch.compile' if cfg.SPEED.COMPILE else '',
+        ', CUDA graphs' if cfg.SPEED.CUDA_GRAPHS else ''), flush=True)
     torch.set_num_threads(torch.get_num_threads())
     for workers in workers_list:
         for path in args.paths:

@@ -4,6 +4,7 @@
 `validate` keep the original's signatures (tb_log_dir, writer_dict) as thin
 wrappers for users' scripts.
 """
+import functools
 import logging
 import math
 import os
@@ -98,12 +99,22 @@ def training_step(model, criterion, optimizer, precision, input, target, target_
     return output, loss
 
 
+def make_training_step(cfg, model, criterion, optimizer, precision):
+    """The scripts' step(input, target, target_weight) -> (output, loss): training_step,
+    or with SPEED.CUDA_GRAPHS its capture in a CUDA graph (ConfigError where that
+    cannot run)."""
+    if cfg.SPEED.CUDA_GRAPHS:
+        from core.cuda_graph import GraphedTrainingStep
+        return GraphedTrainingStep(model, criterion, optimizer, precision)
+    return functools.partial(training_step, model, criterion, optimizer, precision)
+
+
 def _is_report_step(step, total, freq):
     return step % max(freq, 1) == 0 or step == total - 1
 
 
 def train_one_epoch(config, train_loader, model, criterion, optimizer, epoch, output_dir,
-                    writer=None, precision=None, start_batch=0, after_step=None):
+                    writer=None, precision=None, start_batch=0, after_step=None, step=None):
     """Train `model` for one epoch; rank 0 reports progress every PRINT_FREQ
     iterations (log, the TensorBoard `writer` when given, DEBUG pictures). Loss
     and accuracy stay on the device between reports (read then: no host sync per
@@ -115,9 +126,11 @@ def train_one_epoch(config, train_loader, model, criterion, optimizer, epoch, ou
     loader skips them; a resumed run). `after_step(done)` is called after each
     step with the number of the epoch's batches done; when it returns True the
     epoch stops there (a stop request; the window is read first). Samples of
-    images skipped under DATASET.SKIP_BAD_IMAGES are counted in the epoch's summary."""
+    images skipped under DATASET.SKIP_BAD_IMAGES are counted in the epoch's summary.
+    `step`: the training step (make_training_step's; default training_step)."""
     device = _device_of(model)
     precision = precision or Precision(config, device)
+    step = step or functools.partial(training_step, model, criterion, optimizer, precision)
     batch_time, data_time, losses, acc = (AverageMeter() for _ in range(4))
     window = TrainingWindow(device)
     total = start_batch + len(train_loader)
@@ -137,8 +150,7 @@ def train_one_epoch(config, train_loader, model, criterion, optimizer, epoch, ou
         target = target.to(device, non_blocking=True)
         target_weight = target_weight.to(device, non_blocking=True)
 
-        output, loss = training_step(model, criterion, optimizer, precision, input, target,
-                                     target_weight)
+        output, loss = step(input, target, target_weight)
         window.add(i, loss, input.size(0), *accuracy_on_device(output, target))
         batch_time.update(time.time() - end)
 
@@ -151,9 +163,9 @@ def train_one_epoch(config, train_loader, model, criterion, optimizer, epoch, ou
                 logger.info(progress_line('Epoch [{}]'.format(epoch), i + 1, total, batch_time,
                                           data_time, input.size(0), loss=losses, acc=acc))
                 if writer is not None:
-                    step = epoch * total + i + 1
-                    writer.add_scalar('train_loss', losses.val, step)
-                    writer.add_scalar('train_acc', acc.val, step)
+                    global_step = epoch * total + i + 1
+                    writer.add_scalar('train_loss', losses.val, global_step)
+                    writer.add_scalar('train_acc', acc.val, global_step)
                 if config.DEBUG.DEBUG:
                     pred, _ = argmax_coords(output.detach().float().cpu().numpy())
                     stride = input.size(3) / output.size(3)

@@ -125,9 +125,12 @@ def get_optimizer(cfg, model):
     params = [p for p in model.parameters() if p.requires_grad]
     if name == 'adam':
         # SPEED.FUSED_OPTIMIZER: one fused kernel over all parameters (CPU and CUDA;
-        # results differ from the default loop in the last bits)
-        fused = {'fused': True} if cfg.SPEED.FUSED_OPTIMIZER else {}
-        return torch.optim.Adam(params, lr=cfg.TRAIN.LR, **fused)
+        # results differ from the default loop in the last bits). SPEED.CUDA_GRAPHS:
+        # its step is captured in a CUDA graph (core/cuda_graph.py)
+        options = {'fused': True} if cfg.SPEED.FUSED_OPTIMIZER else {}
+        if cfg.SPEED.CUDA_GRAPHS:
+            options['capturable'] = True
+        return torch.optim.Adam(params, lr=cfg.TRAIN.LR, **options)
     if name == 'sgd':
         return torch.optim.SGD(params, lr=cfg.TRAIN.LR, momentum=cfg.TRAIN.MOMENTUM,
                                weight_decay=cfg.TRAIN.WD, nesterov=cfg.TRAIN.NESTEROV)

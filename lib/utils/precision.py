@@ -94,10 +94,12 @@ class Precision:
         use_scaler = self.enabled and self.device_type == 'cuda' and self.dtype == torch.float16
         self.scaler = torch.amp.GradScaler('cuda', enabled=use_scaler)
 
-    def autocast(self):
+    def autocast(self, cache=True):
+        """`cache` False: no cache of the weights' casts (inside a CUDA graph capture)."""
         if not self.enabled:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype,
+                              cache_enabled=cache)
 
     def prepare_model(self, model):
         return model.to(memory_format=self.memory_format)

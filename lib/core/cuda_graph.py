@@ -1,0 +1,128 @@
+"""SPEED.CUDA_GRAPHS (new, off): the whole training step (forward, loss, backward,
+Adam's step) captured once as a CUDA graph, then replayed for every batch of that
+shape.
+
+Why: an eager step of HSRNet-59 launches about 500 kernels from Python. At batch 32
+on an H100 the host may take longer to launch them than the GPU takes to run them
+(there, bf16 autocast was no faster than TF32, which points at the host). A replay
+is one launch.
+
+A replay runs the eager step's kernels on the same tensors, so training matches
+the eager run (tests/test_cuda.py compares them). It needs a CUDA GPU, one process
+on one GPU, Adam (made capturable by runner.setup.get_optimizer), no float16
+autocast (GradScaler's step reads the host) and no torch.compile. check_config
+and `check_graphable` turn anything else into one line. A batch of another shape
+(an epoch's smaller last batch) runs eagerly, on the same weights, gradients and
+optimizer state.
+"""
+import warnings
+
+import torch
+
+from utils.errors import ConfigError
+
+WARMUP_STEPS = 3   # before the capture, on a side stream: cuDNN's tuning, Adam's state
+
+
+def check_graphable(model):
+    """ConfigError unless `model` trains in one process on one CUDA GPU."""
+    if isinstance(model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+        raise ConfigError('SPEED.CUDA_GRAPHS needs one process on one GPU (no GPUS list, '
+                          'no torchrun)')
+    device = next(model.parameters()).device
+    if device.type != 'cuda':
+        raise ConfigError('SPEED.CUDA_GRAPHS needs a CUDA GPU; this run is on {}'
+                          .format(device.type))
+
+
+def _step_uncaptured(optimizer):
+    """optimizer.step() outside the capture (the warm-up, a batch of another shape),
+    without capturable Adam's warning that this is slower: here it is meant."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='This instance was constructed with '
+                                'capturable=True')
+        optimizer.step()
+
+
+def _layout(*tensors):
+    return tuple((t.shape, t.stride(), t.dtype) for t in tensors)
+
+
+class GraphedTrainingStep:
+    """step(input, target, target_weight) -> (output, loss), as
+    core.function.training_step. The tensors returned by a replay are the graph's:
+    read them before the next step (the training loop does)."""
+
+    def __init__(self, model, criterion, optimizer, precision):
+        check_graphable(model)
+        self.model, self.criterion = model, criterion
+        self.optimizer, self.precision = optimizer, precision
+        self.graph = self.layout = None
+        self.static = self.output = self.loss = None
+
+    def __call__(self, input, target, target_weight):
+        if self.graph is None:
+            self._capture(input, target, target_weight)
+        elif _layout(input, target, target_weight) != self.layout:
+            return self._eager_step(input, target, target_weight)
+        for static, value in zip(self.static, (input, target, target_weight)):
+            static.copy_(value)
+        self.graph.replay()
+        return self.output, self.loss
+
+    def _eager_step(self, input, target, target_weight):
+        with self.precision.autocast():
+            output = self.model(input)
+        loss = self.criterion(output, target, target_weight)
+        # zeroed, not set to None: the gradients are the graph's buffers
+        self.optimizer.zero_grad(set_to_none=False)
+        loss.backward()
+        _step_uncaptured(self.optimizer)
+        return output, loss
+
+    def _graphed(self):
+        """The step the graph holds. Its gradients start as None, so a replay writes
+        them rather than adding to them."""
+        with self.precision.autocast(cache=False):
+            self.output = self.model(self.static[0])
+        self.loss = self.criterion(self.output, *self.static[1:])
+        self.loss.backward()
+        self.optimizer.step()
+
+    def _tensors(self):
+        """What a step changes: weights, buffers (BatchNorm's statistics), the
+        optimizer's state."""
+        state = [value for values in self.optimizer.state.values() for value in values.values()
+                 if torch.is_tensor(value)]
+        return list(self.model.parameters()) + list(self.model.buffers()) + state
+
+    def _capture(self, input, target, target_weight):
+        device = input.device
+        self.static = [t.clone() for t in (input, target, target_weight)]   # strides kept
+        self.layout = _layout(input, target, target_weight)
+        # a tensor, which the lr schedule fills in place; a number would be captured as is
+        for group in self.optimizer.param_groups:
+            group['lr'] = torch.tensor(float(group['lr']), device=device)
+        saved = {id(t): (t, t.detach().clone()) for t in self._tensors()}
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(WARMUP_STEPS):
+                self.optimizer.zero_grad(set_to_none=True)
+                with self.precision.autocast():
+                    output = self.model(self.static[0])
+                self.criterion(output, *self.static[1:]).backward()
+                _step_uncaptured(self.optimizer)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.optimizer.zero_grad(set_to_none=True)   # the capture allocates the gradients
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self._graphed()
+        # undo the warm-up: training starts from where it stood; optimizer state the
+        # warm-up created is a fresh Adam's (step 0, moments 0)
+        with torch.no_grad():
+            for tensor in self._tensors():
+                if id(tensor) in saved:
+                    tensor.copy_(saved[id(tensor)][1])
+                else:
+                    tensor.zero_()
