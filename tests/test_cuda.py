@@ -197,7 +197,10 @@ def test_cuda_graphs_train_as_the_eager_step(sample, tmp_path):
     graphs = dict(opts, **{'SPEED.CUDA_GRAPHS': 'true'})
     eager, whole, split = (str(tmp_path / name) for name in ('eager', 'whole', 'split'))
     check_ok(run_script('train.py', train_args(sample, eager, **opts), env=DETERMINISTIC_ENV))
-    check_ok(run_script('train.py', train_args(sample, whole, **graphs), env=DETERMINISTIC_ENV))
+    graphed = check_ok(run_script('train.py', train_args(sample, whole, **graphs),
+                                  env=DETERMINISTIC_ENV))
+    assert 'SPEED.CUDA_GRAPHS: training step captured for batches of {}x'.format(batch) \
+        in graphed.stdout
     check_ok(run_script('train.py', train_args(sample, split, **dict(
         graphs, **{'TRAIN.END_EPOCH': 1})), env=DETERMINISTIC_ENV))
     check_ok(run_script('train.py', train_args(sample, split, **dict(
