@@ -21,12 +21,12 @@ Data pipeline figures (training, with augmentation, shuffled), per worker count:
 each with the bytes per sample that leave the workers; samples/s are what the
 workers deliver in the steady state (the start-up and the refill at each epoch's
 start left out: a COCO epoch has one per ~4,700 batches, these small sets one per
-few dozen), the device's share of the fast paths is timed apart (ms per batch:
-on a GPU it overlaps the workers, on the CPU it is main-process time). Model step: what train.py's loop does per
-iteration on a batch already on the device (the training step, the accuracy and
-the sums read at PRINT_FREQ), float32 and bfloat16 autocast (bfloat16
-only where the device has it natively: on other CPUs it is 10-20x slower and the
-scripts never choose it). End to end: the fast path feeding the training step
+few dozen), the device's share of the fast paths is timed apart (ms per batch: on a
+GPU it overlaps the workers, on the CPU it is main-process time). Model step: what
+train.py's loop does per iteration on a batch already on the device (the training
+step, the accuracy and the sums read at PRINT_FREQ), float32 and bfloat16 autocast
+(bfloat16 only where the device has it natively: on other CPUs it is 10-20x slower
+and the scripts never choose it). End to end: the fast path feeding the training step
 with the largest worker count; the bound names the slower of data and model.
 With SPEED.COMPILE on the model step is torch.compile'd as in train.py, and with
 SPEED.CUDA_GRAPHS on it is captured as a CUDA graph as in train.py, either paid in
@@ -58,9 +58,9 @@ from runner.cli import add_opts, base_parser, load_fresh_config, names_from, \
     worker_counts  # noqa: E402
 from runner.launch import SETUP_ERRORS, report_error  # noqa: E402
 from runner.setup import configure_backends, get_optimizer  # noqa: E402
-from utils.errors import ConfigError  # noqa: E402
 from utils.cpu_memory import keep_freed_memory  # noqa: E402
 from utils.distributed import DistContext  # noqa: E402
+from utils.errors import ConfigError  # noqa: E402
 from utils.loaders import EpochSeededLoader, build_val_loader  # noqa: E402
 from utils.precision import Precision, cpu_features, describe_cpu  # noqa: E402
 
