@@ -54,19 +54,24 @@ def warp_batch(images, warps, out_size):
     batch = torch.zeros((len(images), 3, height, width), dtype=torch.float32, device=device)
     for n, image in enumerate(images):   # zero padding = the black border of warpAffine
         batch[n, :, :image.shape[1], :image.shape[2]] = image
-    warps = torch.as_tensor(warps, dtype=torch.float64, device=device)
-    full = torch.cat([warps, torch.tensor([[[0.0, 0.0, 1.0]]], dtype=torch.float64,
-                                          device=device).expand(len(images), 1, 3)], dim=1)
-    inverse = torch.linalg.inv(full)[:, :2]                          # crop -> image pixels
+    # crop -> image pixels, inverted on the host (tiny) and copied without waiting: a
+    # tensor made from host data, or linalg.inv's singularity check, would wait for
+    # the GPU (a host sync per batch)
+    warps = torch.as_tensor(warps, dtype=torch.float64)
+    full = torch.cat([warps, torch.tensor([[[0.0, 0.0, 1.0]]],
+                                          dtype=torch.float64).expand(len(images), 1, 3)], dim=1)
+    inverse = torch.linalg.inv(full)[:, :2]
+    if device.type == 'cuda':
+        inverse = inverse.pin_memory()
+    inverse = inverse.to(device, non_blocking=True)
     ys, xs = torch.meshgrid(torch.arange(out_h, dtype=torch.float64, device=device),
                             torch.arange(out_w, dtype=torch.float64, device=device),
                             indexing='ij')
     points = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1)      # (h, w, 3)
     source = torch.einsum('nij,hwj->nhwi', inverse, points)          # (N, h, w, 2)
     # align_corners=True: -1 and 1 are the centres of the first and last pixels
-    scale = torch.tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)],
-                         dtype=torch.float64, device=device)
-    grid = (source * scale - 1).float()
+    grid = torch.stack([source[..., 0] * (2.0 / max(width - 1, 1)) - 1,
+                        source[..., 1] * (2.0 / max(height - 1, 1)) - 1], dim=-1).float()
     crops = F.grid_sample(batch, grid, mode='bilinear', padding_mode='zeros',
                           align_corners=True)
     return crops.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
