@@ -111,3 +111,22 @@ def test_graphed_step_restores_a_resumed_state(fake_cuda):
     after = {k: v for s in optimizer.state.values() for k, v in s.items()}
     assert all(torch.equal(after[k], before[k]) for k in before)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
+
+
+def test_a_failed_capture_trains_eagerly_and_says_why(fake_cuda, monkeypatch, caplog):
+    @contextlib.contextmanager
+    def failing(graph):
+        raise RuntimeError('operation not permitted when stream is capturing\nmore')
+        yield
+
+    monkeypatch.setattr(torch.cuda, 'graph', failing)
+    sizes = (5, 5, 3)
+    eager = train(lambda *a: functools.partial(training_step, *a), sizes)
+    with caplog.at_level('WARNING', logger='core.cuda_graph'):
+        graphed = train(cuda_graph.GraphedTrainingStep, sizes)
+    assert graphed[2] == pytest.approx(eager[2], rel=1e-6, abs=1e-9)
+    for (name, a), b in zip(eager[0].state_dict().items(), graphed[0].state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-8, msg=name)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+    assert warnings == ['SPEED.CUDA_GRAPHS: the training step could not be captured, it runs '
+                        'eagerly: operation not permitted when stream is capturing']

@@ -13,7 +13,7 @@ on one GPU, Adam (made capturable by runner.setup.get_optimizer), no float16
 autocast (GradScaler's step reads the host) and no torch.compile. check_config
 and `check_graphable` turn anything else into one line. A batch of another shape
 (an epoch's smaller last batch) runs eagerly, on the same weights, gradients and
-optimizer state.
+optimizer state; so does every batch if the capture fails (a warning says why).
 """
 import logging
 import warnings
@@ -64,9 +64,9 @@ class GraphedTrainingStep:
         self.static = self.output = self.loss = None
 
     def __call__(self, input, target, target_weight):
-        if self.graph is None:
+        if self.layout is None:   # the first batch
             self._capture(input, target, target_weight)
-        elif _layout(input, target, target_weight) != self.layout:
+        if self.graph is None or _layout(input, target, target_weight) != self.layout:
             return self._eager_step(input, target, target_weight)
         for static, value in zip(self.static, (input, target, target_weight)):
             static.copy_(value)
@@ -118,9 +118,18 @@ class GraphedTrainingStep:
                 _step_uncaptured(self.optimizer)
         torch.cuda.current_stream(device).wait_stream(side)
         self.optimizer.zero_grad(set_to_none=True)   # the capture allocates the gradients
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self._graphed()
+        try:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self._graphed()
+            self.graph = graph
+            logger.info('SPEED.CUDA_GRAPHS: training step captured for batches of %s (other '
+                        'shapes run eagerly)', 'x'.join(map(str, input.shape)))
+        except RuntimeError as error:   # an op that cannot be captured: slower, not stopped
+            self.optimizer.zero_grad(set_to_none=True)
+            logger.warning('SPEED.CUDA_GRAPHS: the training step could not be captured, it '
+                           'runs eagerly: %s', str(error).splitlines()[0] if str(error) else
+                           type(error).__name__)
         # undo the warm-up: training starts from where it stood; optimizer state the
         # warm-up created is a fresh Adam's (step 0, moments 0)
         with torch.no_grad():
@@ -129,5 +138,3 @@ class GraphedTrainingStep:
                     tensor.copy_(saved[id(tensor)][1])
                 else:
                     tensor.zero_()
-        logger.info('SPEED.CUDA_GRAPHS: training step captured for batches of %s (other '
-                    'shapes run eagerly)', 'x'.join(map(str, input.shape)))
