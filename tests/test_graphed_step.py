@@ -37,7 +37,7 @@ def fake_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, 'Stream', lambda device=None: FakeStream())
     monkeypatch.setattr(torch.cuda, 'current_stream', lambda device=None: FakeStream())
     monkeypatch.setattr(torch.cuda, 'stream', lambda stream: contextlib.nullcontext())
-    monkeypatch.setattr(torch.cuda, 'graph', lambda graph: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, 'graph', lambda graph, **options: contextlib.nullcontext())
 
 
 def float32():
@@ -115,7 +115,7 @@ def test_graphed_step_restores_a_resumed_state(fake_cuda):
 
 def test_a_failed_capture_trains_eagerly_and_says_why(fake_cuda, monkeypatch, caplog):
     @contextlib.contextmanager
-    def failing(graph):
+    def failing(graph, **options):
         raise RuntimeError('operation not permitted when stream is capturing\nmore')
         yield
 

@@ -120,7 +120,9 @@ class GraphedTrainingStep:
         self.optimizer.zero_grad(set_to_none=True)   # the capture allocates the gradients
         try:
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            # thread_local: the loader's pin-memory thread may allocate pinned memory
+            # meanwhile, which the default ('global') mode counts as an error
+            with torch.cuda.graph(graph, capture_error_mode='thread_local'):
                 self._graphed()
             self.graph = graph
             logger.info('SPEED.CUDA_GRAPHS: training step captured for batches of %s (other '
