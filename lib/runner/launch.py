@@ -67,13 +67,14 @@ def run_job(job_class, args):
         print('stopped: {}'.format(message), file=sys.stderr)
         return exit_status(signum)
     finally:
-        # Free the model (DDP holds the process group) before the group is
-        # destroyed, not during interpreter shutdown, where gloo's worker threads
-        # may abort the process.
+        # Workers an error left busy first (freeing their loaders would wait on
+        # them); then free the model (DDP holds the process group) before the group
+        # is destroyed, not during interpreter shutdown, where gloo's worker
+        # threads may abort the process.
+        end_worker_processes(children)
         holder.clear()
         gc.collect()
         shutdown_distributed()
-        end_worker_processes(children)
         runlock.release()
 
 

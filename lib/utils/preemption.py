@@ -147,7 +147,14 @@ def end_worker_processes(existing=(), timeout=5.0):
     """Kill the child processes started since `existing` (child_processes() at the
     run's start) that are still alive when the run ends: DataLoader workers left
     waiting after an error, which would otherwise stay until the interpreter exits
-    (where `kill_workers_at_exit` ends them). Called once the run's files are written."""
-    for child in set(multiprocessing.active_children()) - set(existing):
+    (where `kill_workers_at_exit` ends them). Called once the run's files are
+    written, before the loaders are freed: freeing a loader whose workers are still
+    busy waits for them (5 s each, then a SIGTERM they ignore)."""
+    children = set(multiprocessing.active_children()) - set(existing)
+    if children and threading.current_thread() is threading.main_thread():
+        # torch's SIGCHLD handler would report the killed workers as a failure
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in children:
         child.kill()
+    for child in children:
         child.join(timeout)
