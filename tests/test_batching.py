@@ -371,6 +371,19 @@ def test_benchmark_train_prints_every_figure_as_json(tmp_path):
     assert result['profile_ms_per_step']['float32']['device_busy'] is None   # no GPU
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU-only refusal')
+def test_benchmark_train_refuses_cuda_graphs_without_a_gpu_in_one_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'tools', 'benchmark_train.py'),
+         '--cfg', os.path.join(ROOT, 'experiments', 'sample', 'hsrnet59_demo.yaml'),
+         '--data', str(tmp_path / 'bench'), 'SPEED.CUDA_GRAPHS', 'true'],
+        capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        'error: SPEED.CUDA_GRAPHS needs a CUDA GPU; this machine has none']
+    assert not (tmp_path / 'bench').exists()   # refused before generating anything
+
+
 @pytest.mark.parametrize('flag, value', [('--workers', '1,two'), ('--dtypes', 'bf16'),
                                          ('--paths', 'crops,fast')])
 def test_benchmark_train_refuses_a_bad_list_in_one_line(flag, value):

@@ -346,6 +346,8 @@ def main():
     logging.basicConfig(level=logging.WARNING, format='%(message)s')
     try:
         cfg = load_fresh_config(args)
+        if cfg.SPEED.CUDA_GRAPHS and not torch.cuda.is_available():
+            raise ConfigError('SPEED.CUDA_GRAPHS needs a CUDA GPU; this machine has none')
         make_bench_set(args.data, args.train_images, args.val_images)
         cfg.DATASET.ROOT = args.data
         cfg.TEST.COCO_BBOX_FILE = os.path.join(args.data, DETECTIONS)
@@ -363,9 +365,6 @@ def main():
         describe_cpu(features)
     result = {'model': get_model_name(cfg)[1], 'device': where, 'batch': args.batch,
               'data': {}, 'bytes_per_sample': {}, 'model_step': {}, 'end_to_end': {}}
-    if cfg.SPEED.CUDA_GRAPHS and device.type != 'cuda':
-        return report_error(ConfigError('SPEED.CUDA_GRAPHS needs a CUDA GPU; this run is on '
-                                        'the CPU'), 2)
     result['compile'] = bool(cfg.SPEED.COMPILE)
     result['cuda_graphs'] = bool(cfg.SPEED.CUDA_GRAPHS)
     print('benchmark_train: {} batch {} on {}{}{}'.format(
