@@ -364,6 +364,8 @@ def test_benchmark_train_prints_every_figure_as_json(tmp_path):
     assert result['bytes_per_sample']['items'] > 4 * result['bytes_per_sample']['crops']
     assert list(result['model_step']) == ['float32'] and result['model_step']['float32'] > 0
     assert result['end_to_end']['float32']['rate'] > 0
+    assert 0 < result['end_to_end']['float32']['rate_with_refill'] \
+        <= result['end_to_end']['float32']['rate']
     assert result['end_to_end']['float32 items']['rate'] > 0
     assert result['valid_flip_persons_per_s'] > 0 and result['compile'] is False
     assert result['profile_ms_per_step']['float32']['wall'] > 0
@@ -380,7 +382,8 @@ def test_benchmark_train_refuses_cuda_graphs_without_a_gpu_in_one_line(tmp_path)
         capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        'error: SPEED.CUDA_GRAPHS needs a CUDA GPU; this machine has none']
+        'error: SPEED.CUDA_GRAPHS needs a CUDA GPU; this machine has none (add '
+        'SPEED.CUDA_GRAPHS false)']
     assert not (tmp_path / 'bench').exists()   # refused before generating anything
 
 
@@ -395,7 +398,7 @@ def test_benchmark_train_refuses_a_bad_list_in_one_line(flag, value):
     assert 'argument {}:'.format(flag) in done.stderr and value in done.stderr
 
 
-def test_benchmark_steady_state_leaves_out_each_epochs_refill_only():
+def test_benchmark_steady_state_times_each_epochs_refill_apart():
     """The clock of tools/benchmark_train.py's figures, on a fake clock: epochs of 3
     batches (of 2 samples) whose first batch takes 100 s to arrive (the refill),
     the others 1 s; the caller spends 10 s per batch. 2 untimed batches, then 5
@@ -418,7 +421,36 @@ def test_benchmark_steady_state_leaves_out_each_epochs_refill_only():
         now[0] += 10
         seen.append(batch[1])
     assert seen == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (2, 0)]
-    # timed: 5 batches of 10 s each, the fetches of (0, 2) and (1, 1), (1, 2) at 1 s;
-    # the 100 s waits for (1, 0) and (2, 0) are left out
-    assert clock.seconds == 5 * 10 + 3 * 1
-    assert clock.samples == 10 and clock.rate == 10 / 53
+    # timed: 5 batches of 10 s each, the fetches of (0, 2) and (1, 1), (1, 2) at 1 s,
+    # and the 100 s waits for (1, 0) and (2, 0), which `rate` leaves out
+    assert clock.seconds == 5 * 10 + 3 * 1 + 2 * 100 and clock.refill_seconds == 200
+    assert clock.samples == 10
+    assert clock.rate == 10 / 53 and clock.rate_with_refill == 10 / 253
+
+
+def test_benchmark_says_when_epochs_are_too_short_for_the_end_to_end_figure(capsys):
+    """945 persons on 400 images in batches of 32: 30 batches an epoch, two rounds of
+    15 workers; 4 rounds need 4 * 15 * 32 persons, 813 images at 2.36 a picture."""
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    from benchmark_train import short_epochs
+    from types import SimpleNamespace
+    args = SimpleNamespace(train_images=400, batch=32)
+    short_epochs(SimpleNamespace(epoch_batches=30, persons=945), 15, args)
+    assert '--train-images 813 or more' in capsys.readouterr().out
+    short_epochs(SimpleNamespace(epoch_batches=60, persons=945), 15, args)
+    short_epochs(SimpleNamespace(epoch_batches=30, persons=945), 7, args)
+    assert capsys.readouterr().out == ''
+
+
+def test_benchmark_steady_state_counts_the_first_epochs_wait_when_nothing_is_skipped():
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    from benchmark_train import SteadyState
+    now = [0.0]
+
+    def epoch():
+        now[0] += 50
+        yield (['sample'] * 4, 0)
+
+    clock = SteadyState(torch.device('cpu'), clock=lambda: now[0])
+    assert len(list(clock.batches(iter([epoch()]), 0, 1))) == 1
+    assert clock.seconds == 50 and clock.refill_seconds == 50 and clock.samples == 4

@@ -84,12 +84,13 @@ def test_resume_equals_uninterrupted_on_the_gpu(sample, tmp_path):
 
 def test_gpu_speed_settings_train(sample, tmp_path):
     """What the GPU speed yaml turns on (torch.compile aside, slow to start):
-    channels_last + bf16 autocast, fused Adam, pinned persistent prefetching
-    workers, image-grouped order and reduced-size decode."""
+    channels_last + bf16 autocast, fused Adam, the step as a CUDA graph, pinned
+    persistent prefetching workers, image-grouped order and reduced-size decode."""
     out_dir = str(tmp_path)
     result = check_ok(run_script('train.py', train_args(sample, out_dir, **{
         'TRAIN.END_EPOCH': 1, 'CHANNELS_LAST': 'true', 'AMP.ENABLED': 'true',
-        'AMP.DTYPE': 'bfloat16', 'SPEED.FUSED_OPTIMIZER': 'true', 'WORKERS': 2,
+        'AMP.DTYPE': 'bfloat16', 'SPEED.FUSED_OPTIMIZER': 'true', 'SPEED.CUDA_GRAPHS': 'true',
+        'WORKERS': 2,
         'LOADER.PERSISTENT_WORKERS': 'true', 'LOADER.PREFETCH_FACTOR': 4,
         'DATASET.GROUP_BY_IMAGE': 'true', 'DATASET.REDUCED_DECODE': 'true'})))
     assert 'channels_last' in result.stdout

@@ -19,15 +19,17 @@ Data pipeline figures (training, with augmentation, shuffled), per worker count:
   crops+  the fast path with the opt-in decode savings: DATASET.GROUP_BY_IMAGE and
           DATASET.REDUCED_DECODE
 each with the bytes per sample that leave the workers; samples/s are what the
-workers deliver in the steady state (the start-up and the refill at each epoch's
-start left out: a COCO epoch has one per ~4,700 batches, these small sets one per
-few dozen), the device's share of the fast paths is timed apart (ms per batch: on a
-GPU it overlaps the workers, on the CPU it is main-process time). Model step: what
+workers deliver after the first epoch (their start-up), each epoch's refill counted:
+the workers work through it. The device's share of the fast paths is timed apart
+(ms per batch: on a GPU it overlaps the workers, on the CPU it is main-process time). Model step: what
 train.py's loop does per iteration on a batch already on the device (the training
 step, the accuracy and the sums read at PRINT_FREQ), float32 and bfloat16 autocast
 (bfloat16 only where the device has it natively: on other CPUs it is 10-20x slower
 and the scripts never choose it). End to end: the fast path feeding the training step
-with the largest worker count; the bound names the slower of data and model.
+with the largest worker count; the bound names the slower of data and model. When
+the model is the bound, the wait for each epoch's first batch is left out (the step
+idles then, which a COCO epoch does once per ~4,700 batches, these sets once per few
+dozen); when the data are, it counts.
 With SPEED.COMPILE on the model step is torch.compile'd as in train.py, and with
 SPEED.CUDA_GRAPHS on it is captured as a CUDA graph as in train.py, either paid in
 the untimed first step.
@@ -75,7 +77,7 @@ def parse_args():
     parser = base_parser(__doc__.split('\n\n')[0], common_flags=False)
     parser.add_argument('--data', default=os.path.join(ROOT, 'data', 'bench640'),
                         help='folder of the generated 640x480 set (made when missing)')
-    parser.add_argument('--train-images', type=int, default=48)
+    parser.add_argument('--train-images', type=int, default=160)
     parser.add_argument('--val-images', type=int, default=16)
     parser.add_argument('--workers', default='1,2', type=worker_counts,
                         help='worker counts, e.g. 1,2,4')
@@ -130,43 +132,54 @@ def _sync(device):
 
 
 class SteadyState:
-    """Batches of successive epochs, `skip` untimed, then `count` timed. `seconds`
-    is what the timed ones took (with what the caller does with them, the device
-    synced), less the wait for each epoch's first batch: the workers refilling,
-    which a COCO epoch does once per ~4,700 batches and these small sets once per
-    few dozen. `samples` counts the timed batches' samples."""
+    """Batches of successive epochs, `skip` untimed, then `count` timed. `seconds` is
+    what the timed ones took (with what the caller does with them, the device synced);
+    `refill_seconds` the part of it spent waiting for each later epoch's first batch
+    while the workers refill, which a COCO epoch does once per ~4,700 batches and
+    these small sets once per few dozen. `samples` counts the timed batches' samples.
+
+    Which rate is the steady state depends on who waits. The workers work through a
+    refill (each makes its epoch's first batch), so the pipeline's own pace counts it
+    (`rate_with_refill`); leaving it out would count those batches as made in no time.
+    A training step fed faster than it runs only idles then, so the model-bound end to
+    end leaves it out (`rate`)."""
 
     def __init__(self, device, clock=time.perf_counter):
-        self.device, self.clock, self.seconds, self.samples = device, clock, 0.0, 0
+        self.device, self.clock = device, clock
+        self.seconds = self.refill_seconds = 0.0
+        self.samples = 0
 
     def _now(self):
         _sync(self.device)
         return self.clock()
 
     def batches(self, epochs, skip, count):
-        seen = 0
+        seen, start = 0, (self._now() if skip == 0 else None)
         for epoch in epochs:
+            asked = self._now() if start is not None else None
             batches = iter(epoch)
             first = next(batches, None)
             if first is None:
                 raise ValueError('benchmark_train: an epoch without batches')
-            start = self._now()
+            if asked is not None:
+                self.refill_seconds += self._now() - asked
             for batch in itertools.chain([first], batches):
                 yield batch
                 seen += 1
-                if seen == skip:
-                    start = self._now()
-                elif seen > skip:
+                if seen > skip:
                     self.samples += len(batch[0])
+                elif seen == skip:
+                    start = self._now()
                 if seen == skip + count:
-                    break
-            if seen > skip:
-                self.seconds += self._now() - start
-            if seen == skip + count:
-                return
+                    self.seconds = self._now() - start
+                    return
 
     @property
     def rate(self):
+        return self.samples / (self.seconds - self.refill_seconds)
+
+    @property
+    def rate_with_refill(self):
         return self.samples / self.seconds
 
 
@@ -186,7 +199,7 @@ def nbytes(obj):
 
 
 def data_figure(cfg, path, workers, args, device):
-    """(samples/s the workers deliver, after the first batch; bytes per sample from
+    """(samples/s the workers deliver after the first epoch; bytes per sample from
     the workers; ms per batch of the device's share, for the fast paths)."""
     cfg = cfg.clone()
     fast = path != 'items'
@@ -200,9 +213,10 @@ def data_figure(cfg, path, workers, args, device):
                                group_by_image=cfg.DATASET.GROUP_BY_IMAGE,
                                persistent_workers=workers > 0)
     clock, kept = SteadyState(torch.device('cpu')), []   # the workers alone: no device
-    # the first batch, untimed, pays the workers' start-up
-    for i, batch in enumerate(clock.batches((epoch.loader for epoch in _epochs(loader)), 1,
-                                            max(1, -(-args.samples // args.batch)))):
+    # the first epoch is untimed: the workers' start-up, and a first batch from each
+    # worker made meanwhile
+    for i, batch in enumerate(clock.batches((epoch.loader for epoch in _epochs(loader)),
+                                            len(loader), max(1, -(-args.samples // args.batch)))):
         if i == 0:
             per_sample = nbytes(batch) / len(batch[0])
         elif len(kept) < 3:
@@ -216,7 +230,7 @@ def data_figure(cfg, path, workers, args, device):
             batcher(batch)
         _sync(device)
         device_ms = (time.perf_counter() - begin) / len(kept) * 1000
-    return clock.rate, per_sample, device_ms
+    return clock.rate_with_refill, per_sample, device_ms
 
 
 def _epochs(loader):
@@ -301,7 +315,7 @@ def profile_figure(step, batch, device, rows, steps=3):
 
 
 def end_to_end_figure(cfg, args, device, workers, built, items=False):
-    """samples/s of training steps fed by the fast path (or by the public items,
+    """SteadyState of training steps fed by the fast path (or by the public items,
     `items`: the path before it)."""
     precision, step = built.precision, built.step
     ds = dataset.build_dataset(cfg, cfg.DATASET.TRAIN_SET, True)
@@ -320,7 +334,22 @@ def end_to_end_figure(cfg, args, device, workers, built, items=False):
             input = precision.prepare_input(input, device)
             target, weight = target.to(device), weight.to(device)
         step(input, target, weight)
-    return clock.rate
+    clock.epoch_batches, clock.persons = len(loader), len(ds)
+    return clock
+
+
+def short_epochs(clock, workers, args):
+    """Say so when the set's epochs are too short for the end-to-end figure: at each
+    epoch's refill every worker makes a batch, which the model-bound figure then gets
+    without waiting; with epochs of fewer than 4 rounds of the workers that hides
+    whether the workers keep up."""
+    if clock.epoch_batches >= 4 * workers:
+        return
+    per_image = clock.persons / args.train_images
+    print('note   epochs of {} batches for {} workers are short for the end-to-end figure; '
+          '--train-images {} or more gives 4 rounds of the workers an epoch'.format(
+              clock.epoch_batches, workers,
+              int(np.ceil(4 * workers * args.batch / per_image))), flush=True)
 
 
 def valid_figure(cfg, args, device, workers):
@@ -347,7 +376,8 @@ def main():
     try:
         cfg = load_fresh_config(args)
         if cfg.SPEED.CUDA_GRAPHS and not torch.cuda.is_available():
-            raise ConfigError('SPEED.CUDA_GRAPHS needs a CUDA GPU; this machine has none')
+            raise ConfigError('SPEED.CUDA_GRAPHS needs a CUDA GPU; this machine has none '
+                              '(add SPEED.CUDA_GRAPHS false)')
         make_bench_set(args.data, args.train_images, args.val_images)
         cfg.DATASET.ROOT = args.data
         cfg.TEST.COCO_BBOX_FILE = os.path.join(args.data, DETECTIONS)
@@ -399,17 +429,23 @@ def main():
                     if device.type == 'cuda' else '', table), flush=True)
             if label == 'float32' and 'items' in args.paths:
                 e2e_items = end_to_end_figure(cfg, args, device, max(workers_list), built,
-                                              items=True)
+                                              items=True).rate
                 result['end_to_end']['float32 items'] = {'rate': e2e_items}
                 print('e2e    {:9s} workers {}: {:8.1f} samples/s fed by the public items '
                       '(the path before)'.format(label, max(workers_list), e2e_items),
                       flush=True)
-            e2e = end_to_end_figure(cfg, args, device, max(workers_list), built)
+            clock = end_to_end_figure(cfg, args, device, max(workers_list), built)
             bound = 'data' if data_rate is not None and data_rate < rate else 'model'
-            result['end_to_end'][label] = {'rate': e2e, 'bound': bound}
+            # model-bound: the refills are idle time a COCO epoch pays once per ~4,700
+            # batches; data-bound: the workers work through them (SteadyState)
+            e2e = clock.rate if bound == 'model' else clock.rate_with_refill
+            result['end_to_end'][label] = {'rate': e2e, 'bound': bound,
+                                           'rate_with_refill': clock.rate_with_refill}
             print('e2e    {:9s} workers {}: {:8.1f} samples/s ({}-bound: data {:.1f}, model '
-                  '{:.1f})'.format(label, max(workers_list), e2e, bound, data_rate or -1, rate),
-                  flush=True)
+                  '{:.1f}; {:.1f} with each epoch\'s refill)'.format(
+                      label, max(workers_list), e2e, bound, data_rate or -1, rate,
+                      clock.rate_with_refill), flush=True)
+            short_epochs(clock, max(workers_list), args)
         if 'bfloat16' in args.dtypes and not any(p[0] == 'bfloat16' for p in precisions(device)):
             print('model  bfloat16: not timed, this {} CPU has no native bfloat16 (10-20x '
                   'slower than float32 there)'.format(features['capability']))

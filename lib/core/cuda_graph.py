@@ -31,11 +31,11 @@ def check_graphable(model):
     """ConfigError unless `model` trains in one process on one CUDA GPU."""
     if isinstance(model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
         raise ConfigError('SPEED.CUDA_GRAPHS needs one process on one GPU (no GPUS list, '
-                          'no torchrun)')
+                          'no torchrun); add SPEED.CUDA_GRAPHS false to train on several')
     device = next(model.parameters()).device
     if device.type != 'cuda':
-        raise ConfigError('SPEED.CUDA_GRAPHS needs a CUDA GPU; this run is on {}'
-                          .format(device.type))
+        raise ConfigError('SPEED.CUDA_GRAPHS needs a CUDA GPU; this run is on {} (add '
+                          'SPEED.CUDA_GRAPHS false)'.format(device.type))
 
 
 def _step_uncaptured(optimizer):
