@@ -21,15 +21,15 @@ Data pipeline figures (training, with augmentation, shuffled), per worker count:
 each with the bytes per sample that leave the workers; samples/s are what the
 workers deliver after the first epoch (their start-up), each epoch's refill counted:
 the workers work through it. The device's share of the fast paths is timed apart
-(ms per batch: on a GPU it overlaps the workers, on the CPU it is main-process time). Model step: what
-train.py's loop does per iteration on a batch already on the device (the training
-step, the accuracy and the sums read at PRINT_FREQ), float32 and bfloat16 autocast
-(bfloat16 only where the device has it natively: on other CPUs it is 10-20x slower
-and the scripts never choose it). End to end: the fast path feeding the training step
-with the largest worker count; the bound names the slower of data and model. When
-the model is the bound, the wait for each epoch's first batch is left out (the step
-idles then, which a COCO epoch does once per ~4,700 batches, these sets once per few
-dozen); when the data are, it counts.
+(ms per batch: on a GPU it overlaps the workers, on the CPU it is main-process
+time). Model step: what train.py's loop does per iteration on a batch already on
+the device (the training step, the accuracy and the sums read at PRINT_FREQ),
+float32 and bfloat16 autocast (bfloat16 only where the device has it natively: on
+other CPUs it is 10-20x slower and the scripts never choose it). End to end: the
+fast path feeding the training step with the largest worker count; the bound names
+the slower of data and model. When the model is the bound, the wait for each
+epoch's first batch is left out (the step idles then, which a COCO epoch does once
+per ~4,700 batches, these sets once per few dozen); when the data are, it counts.
 With SPEED.COMPILE on the model step is torch.compile'd as in train.py, and with
 SPEED.CUDA_GRAPHS on it is captured as a CUDA graph as in train.py, either paid in
 the untimed first step.
