@@ -14,6 +14,7 @@ import torch
 
 from core.codec import HeatmapCodec
 from utils.loaders import SampleView, collate_samples, meta_tensors  # noqa: F401  (this path)
+from utils.modules import to_device_async
 
 from .JointsDataset import PIXEL_MEAN, PIXEL_STD_DEV
 
@@ -33,18 +34,10 @@ class DeviceBatcher:
         self.mean = torch.as_tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1)
         self.std = torch.as_tensor(PIXEL_STD_DEV, device=device).view(1, 3, 1, 1)
 
-    def to_device(self, tensor):
-        """A host tensor on the device without waiting for it: on CUDA a copy from
-        pageable memory may wait for the device's queue (a host sync per batch), so
-        it goes through pinned memory (the loader's pinned crops as they are)."""
-        if self.device.type == 'cuda' and tensor.device.type == 'cpu':
-            tensor = tensor.pin_memory()
-        return tensor.to(self.device, non_blocking=True)
-
     def images(self, crops):
         """uint8 (N, H, W, 3) -> float32 (N, 3, H, W): /255, minus mean, over std, in
         numpy's order (so bit for bit the public item's input)."""
-        pixels = self.to_device(crops).permute(0, 3, 1, 2)
+        pixels = to_device_async(crops, self.device).permute(0, 3, 1, 2)
         if self.color_rgb:
             pixels = pixels.flip(1)
         # the permuted uint8 batch is channels_last already; float() keeps that
@@ -62,6 +55,7 @@ class DeviceBatcher:
         input = self.images(crops)
         if not self.targets:
             return input, None, None, meta
-        joints, joints_vis = self.to_device(meta['joints']), self.to_device(meta['joints_vis'])
+        joints = to_device_async(meta['joints'], self.device)
+        joints_vis = to_device_async(meta['joints_vis'], self.device)
         target, target_weight = self.codec.encode_torch(joints, joints_vis)
         return input, target, target_weight, meta

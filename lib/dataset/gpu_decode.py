@@ -17,6 +17,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from utils.modules import to_device_async
+
 logger = logging.getLogger(__name__)
 
 
@@ -60,10 +62,7 @@ def warp_batch(images, warps, out_size):
     warps = torch.as_tensor(warps, dtype=torch.float64)
     full = torch.cat([warps, torch.tensor([[[0.0, 0.0, 1.0]]],
                                           dtype=torch.float64).expand(len(images), 1, 3)], dim=1)
-    inverse = torch.linalg.inv(full)[:, :2]
-    if device.type == 'cuda':
-        inverse = inverse.pin_memory()
-    inverse = inverse.to(device, non_blocking=True)
+    inverse = to_device_async(torch.linalg.inv(full)[:, :2], device)
     ys, xs = torch.meshgrid(torch.arange(out_h, dtype=torch.float64, device=device),
                             torch.arange(out_w, dtype=torch.float64, device=device),
                             indexing='ij')
