@@ -127,10 +127,10 @@ def train_one_epoch(config, train_loader, model, criterion, optimizer, epoch, ou
     step with the number of the epoch's batches done; when it returns True the
     epoch stops there (a stop request; the window is read first). Samples of
     images skipped under DATASET.SKIP_BAD_IMAGES are counted in the epoch's summary.
-    `step`: the training step (make_training_step's; default training_step)."""
+    `step`: the training step (default: make_training_step's for `config`)."""
     device = _device_of(model)
     precision = precision or Precision(config, device)
-    step = step or functools.partial(training_step, model, criterion, optimizer, precision)
+    step = step or make_training_step(config, model, criterion, optimizer, precision)
     batch_time, data_time, losses, acc = (AverageMeter() for _ in range(4))
     window = TrainingWindow(device)
     total = start_batch + len(train_loader)
