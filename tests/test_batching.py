@@ -435,10 +435,10 @@ def test_benchmark_says_when_epochs_are_too_short_for_the_end_to_end_figure(caps
     from benchmark_train import short_epochs
     from types import SimpleNamespace
     args = SimpleNamespace(train_images=400, batch=32)
-    short_epochs(SimpleNamespace(epoch_batches=30, persons=945), 15, args)
+    short_epochs(30, 945, 15, args)
     assert '--train-images 813 or more' in capsys.readouterr().out
-    short_epochs(SimpleNamespace(epoch_batches=60, persons=945), 15, args)
-    short_epochs(SimpleNamespace(epoch_batches=30, persons=945), 7, args)
+    short_epochs(60, 945, 15, args)
+    short_epochs(30, 945, 7, args)
     assert capsys.readouterr().out == ''
 
 

@@ -315,8 +315,8 @@ def profile_figure(step, batch, device, rows, steps=3):
 
 
 def end_to_end_figure(cfg, args, device, workers, built, items=False):
-    """SteadyState of training steps fed by the fast path (or by the public items,
-    `items`: the path before it)."""
+    """(SteadyState of training steps fed by the fast path, or by the public items
+    with `items`: the path before it; batches an epoch; persons in the set)."""
     precision, step = built.precision, built.step
     ds = dataset.build_dataset(cfg, cfg.DATASET.TRAIN_SET, True)
     ds.read_image.max_bytes = int(args.cache_mb * 2 ** 20)
@@ -334,21 +334,20 @@ def end_to_end_figure(cfg, args, device, workers, built, items=False):
             input = precision.prepare_input(input, device)
             target, weight = target.to(device), weight.to(device)
         step(input, target, weight)
-    clock.epoch_batches, clock.persons = len(loader), len(ds)
-    return clock
+    return clock, len(loader), len(ds)
 
 
-def short_epochs(clock, workers, args):
+def short_epochs(epoch_batches, persons, workers, args):
     """Say so when the set's epochs are too short for the end-to-end figure: at each
     epoch's refill every worker makes a batch, which the model-bound figure then gets
     without waiting; with epochs of fewer than 4 rounds of the workers that hides
     whether the workers keep up."""
-    if clock.epoch_batches >= 4 * workers:
+    if epoch_batches >= 4 * workers:
         return
-    per_image = clock.persons / args.train_images
+    per_image = persons / args.train_images
     print('note   epochs of {} batches for {} workers are short for the end-to-end figure; '
           '--train-images {} or more gives 4 rounds of the workers an epoch'.format(
-              clock.epoch_batches, workers,
+              epoch_batches, workers,
               int(np.ceil(4 * workers * args.batch / per_image))), flush=True)
 
 
@@ -429,12 +428,13 @@ def main():
                     if device.type == 'cuda' else '', table), flush=True)
             if label == 'float32' and 'items' in args.paths:
                 e2e_items = end_to_end_figure(cfg, args, device, max(workers_list), built,
-                                              items=True).rate
+                                              items=True)[0].rate
                 result['end_to_end']['float32 items'] = {'rate': e2e_items}
                 print('e2e    {:9s} workers {}: {:8.1f} samples/s fed by the public items '
                       '(the path before)'.format(label, max(workers_list), e2e_items),
                       flush=True)
-            clock = end_to_end_figure(cfg, args, device, max(workers_list), built)
+            clock, epoch_batches, persons = end_to_end_figure(cfg, args, device,
+                                                              max(workers_list), built)
             bound = 'data' if data_rate is not None and data_rate < rate else 'model'
             # model-bound: the refills are idle time a COCO epoch pays once per ~4,700
             # batches; data-bound: the workers work through them (SteadyState)
@@ -445,7 +445,7 @@ def main():
                   '{:.1f}; {:.1f} with each epoch\'s refill)'.format(
                       label, max(workers_list), e2e, bound, data_rate or -1, rate,
                       clock.rate_with_refill), flush=True)
-            short_epochs(clock, max(workers_list), args)
+            short_epochs(epoch_batches, persons, max(workers_list), args)
         if 'bfloat16' in args.dtypes and not any(p[0] == 'bfloat16' for p in precisions(device)):
             print('model  bfloat16: not timed, this {} CPU has no native bfloat16 (10-20x '
                   'slower than float32 there)'.format(features['capability']))
