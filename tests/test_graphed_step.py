@@ -103,12 +103,14 @@ def test_graphed_step_restores_a_resumed_state(fake_cuda):
     criterion, precision = JointsMSELoss(True), float32()
     first, second = batches(0, (4, 4))
     training_step(model, criterion, optimizer, precision, *first)   # some history
-    before = {k: v.clone() for s in optimizer.state.values() for k, v in s.items()}
+    before = {(i, k): v.clone() for i, s in enumerate(optimizer.state.values())
+              for k, v in s.items()}
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     step = cuda_graph.GraphedTrainingStep(model, criterion, optimizer, precision)
     FakeGraph.step = step
     step._capture(*second)   # the warm-up and the capture, no replay yet
-    after = {k: v for s in optimizer.state.values() for k, v in s.items()}
+    after = {(i, k): v for i, s in enumerate(optimizer.state.values()) for k, v in s.items()}
+    assert len(before) == 3 * 6 and after.keys() == before.keys()   # step, 2 moments; 6 tensors
     assert all(torch.equal(after[k], before[k]) for k in before)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
 
