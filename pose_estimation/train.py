@@ -33,6 +33,7 @@ from utils.checkpoint import load_pose_checkpoint, read_checkpoint, save_atomic,
 from utils.distributed import any_rank, barrier, broadcast_object
 from utils.errors import ConfigError, NonFiniteLossError
 from utils.loaders import EpochSeededLoader, build_val_loader, loader_options
+from utils.meters import RunPace
 from utils.modules import unwrap_model
 from utils.preemption import StopSignals, TrainingStopped
 from utils.preflight import check_model_output
@@ -255,12 +256,18 @@ class Trainer:
 
     def _run(self):
         cfg, ctx = self.cfg, self.ctx
+        per_epoch = self.train_loader.batches_per_epoch
+        pace = RunPace()
         for epoch in range(self.begin_epoch, cfg.TRAIN.END_EPOCH):
             start = self.begin_batch if epoch == self.begin_epoch else 0
             self.train_loader.set_epoch(epoch, start)
-            logger.info('epoch %d%s, lr %.3g', epoch,
+            left = pace.remaining((cfg.TRAIN.END_EPOCH - epoch) * per_epoch - start)
+            logger.info('epoch %d%s, lr %.3g%s', epoch,
                         ' from batch {}'.format(start) if start else '',
-                        self.optimizer.param_groups[0]['lr'])
+                        self.optimizer.param_groups[0]['lr'],
+                        '' if left is None else '; training ends in about {} at the pace '
+                        'so far ({} left)'.format(left, _plural(cfg.TRAIN.END_EPOCH - epoch,
+                                                               'epoch')))
             self.stop_at = None
             try:
                 train_one_epoch(cfg, self.train_loader, self.model, self.criterion,
@@ -273,6 +280,7 @@ class Trainer:
             if self.stop_at is not None:
                 self._save_mid_epoch(epoch, self.stop_at)
                 raise self._stopped(epoch, self.stop_at)
+            pace.advance(per_epoch - start)
             self.scheduler.step()
             perf = None
             if (epoch + 1) % cfg.TRAIN.VALIDATE_EVERY == 0 or epoch + 1 == cfg.TRAIN.END_EPOCH:
@@ -288,6 +296,10 @@ class Trainer:
             final_path = os.path.join(ctx.output_dir, 'final_state.pth.tar')
             logger.info('saving final model state to %s', final_path)
             save_atomic(unwrap_model(self.model).state_dict(), final_path)
+
+
+def _plural(count, noun):
+    return '{} {}{}'.format(count, noun, '' if count == 1 else 's')
 
 
 def main(argv=None):

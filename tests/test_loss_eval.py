@@ -17,7 +17,7 @@ from core.evaluate import accuracy
 from core.loss import JointsMSELoss
 from utils.distributed import DistContext, merge_in_dataset_order
 from utils.loaders import EpochSeededLoader, ShardSampler
-from utils.meters import AverageMeter, progress_line
+from utils.meters import AverageMeter, RunPace, progress_line
 from utils.precision import Precision
 from runner.setup import get_lr_scheduler, get_optimizer, parse_gpus
 from utils.seeding import derive_seed, seed_everything, seed_sample
@@ -262,6 +262,16 @@ def test_progress_line_reports_speed_and_eta():
     assert 'Epoch [0] [10/30]' in line and '16.0 img/s' in line
     assert 'loss 0.25 (0.25)' in line and 'ETA 0:00:10' in line
 
+
+
+def test_run_pace_spreads_the_time_so_far_over_the_work_left():
+    now = [100.0]
+    pace = RunPace(clock=lambda: now[0])
+    assert pace.remaining(50) is None            # nothing done yet: no guess
+    now[0] += 30.0                               # 20 batches and a validation in 30 s
+    pace.advance(20)
+    assert pace.remaining(40).total_seconds() == 60
+    assert pace.remaining(0).total_seconds() == 0
 
 # ---------------------------------------------------------------- debug images
 

@@ -7,6 +7,7 @@ process, under torchrun and from an original-format checkpoint.
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -57,6 +58,10 @@ def test_training_writes_checkpoints_logs_and_debug_images(trained):
     assert 'Epoch [1] [2/2]' in result.stdout and '64x48_pose_hsrnet_59_d256d256: loss' \
         in result.stdout
     assert result.stdout.count('saving checkpoint') == 2
+    # the second epoch says how long the rest of the run takes
+    assert re.search(r'epoch 1, lr [0-9.e-]+; training ends in about 0:\d\d:\d\d at the pace '
+                     r'so far \(1 epoch left\)', result.stdout)
+    assert 'epoch 0, lr 0.001\n' in result.stdout        # no guess before any work
 
 
 def test_resumed_run_ends_with_the_same_weights(sample, trained, tmp_path):

@@ -1,5 +1,6 @@
 """Running averages and the compact progress line of long loops."""
 import datetime
+import time
 
 
 class AverageMeter:
@@ -34,3 +35,24 @@ def progress_line(header, step, total, batch_time, data_time, batch_size, **mete
     parts += ['{} {:.5g} ({:.5g})'.format(name, m.val, m.avg) for name, m in meters.items()]
     parts.append('ETA {}'.format(eta))
     return '  '.join(parts)
+
+
+class RunPace:
+    """How long the rest of a run takes at its pace so far: the seconds per unit of
+    work (training batches) since `start`, times the units left. Whatever else the
+    run does between batches (validation, checkpoints) is spread over them."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.started = clock()
+        self.done = 0
+
+    def advance(self, units):
+        self.done += units
+
+    def remaining(self, units_left):
+        """A timedelta, or None before any unit is done."""
+        if self.done <= 0:
+            return None
+        seconds = (self.clock() - self.started) / self.done * max(units_left, 0)
+        return datetime.timedelta(seconds=int(round(seconds)))
