@@ -87,10 +87,13 @@ class GraphedTrainingStep:
         """The step the graph holds. Its gradients start as None, so a replay writes
         them rather than adding to them."""
         with self.precision.autocast(cache=False):
-            self.output = self.model(self.static[0])
-        self.loss = self.criterion(self.output, *self.static[1:])
-        self.loss.backward()
+            output = self.model(self.static[0])
+        loss = self.criterion(output, *self.static[1:])
+        loss.backward()
         self.optimizer.step()
+        # kept without their autograd graph, whose AccumulateGrad nodes (made on the
+        # capture's stream) the eager steps of other shapes would otherwise reuse
+        self.output, self.loss = output.detach(), loss.detach()
 
     def _tensors(self):
         """What a step changes: weights, buffers (BatchNorm's statistics), the
@@ -116,6 +119,9 @@ class GraphedTrainingStep:
                     output = self.model(self.static[0])
                 self.criterion(output, *self.static[1:]).backward()
                 _step_uncaptured(self.optimizer)
+        # the last warm-up's autograd graph holds each weight's AccumulateGrad node, made
+        # on the side stream; kept alive, the capture would reuse them (torch warns)
+        del output
         torch.cuda.current_stream(device).wait_stream(side)
         self.optimizer.zero_grad(set_to_none=True)   # the capture allocates the gradients
         try:
