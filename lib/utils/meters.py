@@ -39,8 +39,9 @@ def progress_line(header, step, total, batch_time, data_time, batch_size, **mete
 
 class RunPace:
     """How long the rest of a run takes at its pace so far: the seconds per unit of
-    work (training batches) since `start`, times the units left. Whatever else the
-    run does between batches (validation, checkpoints) is spread over them."""
+    work (training batches) since the RunPace was made, times the units left.
+    Whatever else the run does between batches (validation, checkpoints) is spread
+    over them."""
 
     def __init__(self, clock=time.monotonic):
         self.clock = clock
