@@ -188,3 +188,56 @@ def test_joints_dataset_generate_target():
     target, weight = ds.generate_target(joints, vis)
     assert target.shape == (17, 64, 48) and target[0, 32, 24] == 1.0
     assert weight[3, 0] == 0 and not target[3].any()
+
+
+# -- utils.utils: the three names the original's train.py and valid.py import -----
+
+def test_utils_utils_create_logger(tmp_path):
+    import logging
+
+    from core.config import get_default_config, update_config, update_config_from_list
+    from utils import runlock
+    from utils.utils import create_logger
+    cfg = update_config(COCO_YAML, get_default_config())
+    update_config_from_list(['OUTPUT_DIR', str(tmp_path / 'out'), 'LOG_DIR', str(tmp_path / 'log')],
+                            cfg)
+    handlers = logging.getLogger().handlers[:]
+    try:
+        logger, final_output_dir, tb_log_dir = create_logger(cfg, COCO_YAML, 'train')
+        logger.info('hello from the test')
+    finally:
+        for handler in logging.getLogger().handlers:
+            handler.close()
+        logging.getLogger().handlers[:] = handlers
+        runlock.release()
+    # The original's layout: OUTPUT_DIR/<dataset>/<model>/<cfg stem>, LOG_DIR/..._<time>
+    assert final_output_dir == str(tmp_path / 'out' / 'coco' / 'pose_hsrnet_59'
+                                   / '256x192_d256x3_adam_lr1e-3')
+    assert os.path.basename(tb_log_dir).startswith('256x192_d256x3_adam_lr1e-3_')
+    assert os.path.isdir(tb_log_dir)
+    logs = [n for n in os.listdir(final_output_dir) if n.endswith('_train.log')]
+    assert len(logs) == 1
+    assert 'hello from the test' in open(os.path.join(final_output_dir, logs[0])).read()
+
+
+def test_utils_utils_get_optimizer():
+    from core.config import get_default_config
+    from utils.utils import get_optimizer
+    cfg = get_default_config()
+    model = torch.nn.Linear(3, 2)
+    optimizer = get_optimizer(cfg, model)
+    assert isinstance(optimizer, torch.optim.Adam)      # the original's TRAIN.OPTIMIZER
+    assert optimizer.param_groups[0]['lr'] == cfg.TRAIN.LR
+    assert len(optimizer.param_groups[0]['params']) == 2
+
+
+def test_utils_utils_save_checkpoint(tmp_path):
+    from utils.utils import save_checkpoint
+    state_dict = {'w': torch.arange(3.0)}
+    save_checkpoint({'epoch': 4, 'state_dict': state_dict}, True, str(tmp_path))
+    saved = torch.load(str(tmp_path / 'checkpoint.pth.tar'), weights_only=True)
+    assert saved['epoch'] == 4
+    best = torch.load(str(tmp_path / 'model_best.pth.tar'), weights_only=True)
+    assert torch.equal(best['w'], state_dict['w'])       # the bare state_dict, as the original
+    save_checkpoint({'epoch': 5, 'state_dict': state_dict}, False, str(tmp_path), 'other.pth.tar')
+    assert os.path.exists(str(tmp_path / 'other.pth.tar'))
