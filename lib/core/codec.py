@@ -250,9 +250,11 @@ class HeatmapCodec:
 
     def decode(self, heatmaps, center, scale):
         """Heatmaps (N, J, H, W) of crops with boxes center (N, 2), scale (N, 2)
-        -> (preds (N, J, 2) in image pixels, maxvals (N, J, 1))."""
+        -> (preds (N, J, 2) float32 in image pixels, maxvals (N, J, 1) float32)."""
         heatmaps = np.asarray(heatmaps)
         coords, maxvals = self.decode_heatmap_coords(heatmaps)
         height, width = heatmaps.shape[2:]
         preds = transform_preds(coords, np.asarray(center), np.asarray(scale), [width, height])
-        return preds, maxvals
+        # The original maps back in float64 and stores the result into its float32
+        # `preds`: round there too, so that keypoints match it to the last bit.
+        return preds.astype(np.float32), maxvals

@@ -36,11 +36,19 @@ def stdout_to_log(level):
 
 def rescore(maxvals, box_scores, in_vis_thre):
     """Person score = box score x mean of the joint maxvals above in_vis_thre
-    (0 when no joint is above). maxvals (N, J), box_scores (N,)."""
-    above = maxvals > in_vis_thre
+    (0 when no joint is above). maxvals (N, J), box_scores (N,).
+
+    In the original's dtypes, step by step: its maxvals are float32, summed joint
+    after joint into a float32 score and divided in float32 (numpy's promotion of
+    a float32 scalar with Python numbers), then multiplied by the float64 box
+    score. A cumulative sum is that sequential order, vectorised over persons."""
+    maxvals = np.asarray(maxvals, dtype=np.float32)
+    above = maxvals > np.float32(in_vis_thre)
     count = above.sum(axis=1)
-    mean = np.where(count > 0, (maxvals * above).sum(axis=1) / np.maximum(count, 1), 0.0)
-    return mean * box_scores
+    total = np.cumsum(np.where(above, maxvals, np.float32(0)), axis=1, dtype=np.float32)
+    total = total[:, -1] if maxvals.shape[1] else np.zeros(len(maxvals), np.float32)
+    mean = np.where(count > 0, total / np.maximum(count, 1).astype(np.float32), np.float32(0))
+    return mean.astype(np.float64) * np.asarray(box_scores, dtype=np.float64)
 
 
 def oks_nms_per_image(keypoints, areas, scores, image_ids, oks_thre, sigmas=None):
