@@ -58,5 +58,6 @@ def test_get_final_preds_matches_per_joint_reference():
     plain, _ = get_final_preds(cfg, heatmaps, center, scale)
     pixel = scale[:, None, 0] * 200 / 48  # image pixels per heatmap pixel
     moved = np.abs(shifted - plain) / pixel[..., None]
-    assert np.all(np.isclose(moved, 0) | np.isclose(moved, 0.25))
+    # within a float32 step of the stored image coordinates (rounded as the original)
+    assert np.all(np.isclose(moved, 0, atol=1e-4) | np.isclose(moved, 0.25, atol=1e-4))
     assert moved[1:].mean() > 0.2 and np.all(moved[0, 0] == 0)
