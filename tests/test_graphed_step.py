@@ -132,3 +132,50 @@ def test_a_failed_capture_trains_eagerly_and_says_why(fake_cuda, monkeypatch, ca
     warnings = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
     assert warnings == ['SPEED.CUDA_GRAPHS: the training step could not be captured, it runs '
                         'eagerly: operation not permitted when stream is capturing']
+
+
+def test_a_compiled_model_is_compiled_for_the_captured_shape_only(fake_cuda):
+    """SPEED.COMPILE with SPEED.CUDA_GRAPHS: the warm-up compiles the model for the
+    captured shape; an epoch's smaller last batch runs the model's code as is
+    instead of compiling it once more, and trains as the eager step."""
+    compiled = []
+
+    def counting_backend(graph_module, example_inputs):
+        compiled.append([tuple(x.shape) for x in example_inputs if torch.is_tensor(x)])
+        return graph_module.forward
+
+    class Net(nn.Module):   # a forward of our own: torch's modules are not traced
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x)
+
+    def graphed_compiled(model, *rest):
+        model = Net(model)
+        model.compile(backend=counting_backend)
+        return cuda_graph.GraphedTrainingStep(model, *rest)
+
+    torch._dynamo.reset()
+    sizes = (5, 5, 3)
+    eager = train(lambda *a: functools.partial(training_step, *a), sizes)
+    graphed = train(graphed_compiled, sizes)
+    torch._dynamo.reset()
+    assert len(compiled) == 1 and (5, 3, 8, 6) in compiled[0]
+    assert graphed[2] == pytest.approx(eager[2], rel=1e-5, abs=1e-8)
+
+
+def test_the_uncaptured_step_is_the_captured_one_run_eagerly(fake_cuda):
+    """GraphedTrainingStep.uncaptured (what the benchmark profiles) trains as a replay."""
+    sizes = (5, 5, 5)
+    replayed = train(cuda_graph.GraphedTrainingStep, sizes)
+
+    class Uncaptured(cuda_graph.GraphedTrainingStep):
+        def __call__(self, *batch):
+            if self.layout is None:
+                self._capture(*batch)
+            return self.uncaptured(*batch)
+
+    uncaptured = train(Uncaptured, sizes)
+    assert uncaptured[2] == pytest.approx(replayed[2], rel=1e-6, abs=1e-9)

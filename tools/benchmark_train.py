@@ -65,6 +65,8 @@ from utils.distributed import DistContext  # noqa: E402
 from utils.errors import ConfigError  # noqa: E402
 from utils.loaders import EpochSeededLoader, build_val_loader  # noqa: E402
 from utils.precision import Precision, cpu_features, describe_cpu  # noqa: E402
+from utils import profiling  # noqa: E402
+from utils.profiling import training_flops  # noqa: E402
 
 DETECTIONS = os.path.join('person_detection_results',
                           'COCO_val2017_detections_AP_H_56_person.json')
@@ -249,18 +251,22 @@ def precisions(device, wanted=DTYPES):
 def train_step_fn(cfg, model, criterion, optimizer, precision, device):
     """What train.py's loop does on the device per iteration: the step (graphed with
     SPEED.CUDA_GRAPHS), then the accuracy and the window's sums (read at PRINT_FREQ,
-    so never here)."""
+    so never here). Returns that and the same iteration with the step uncaptured
+    (its ops visible to the profiler; the same kernels)."""
     window = TrainingWindow(device)
     training_step = make_training_step(cfg, model, criterion, optimizer, precision)
+    uncaptured = getattr(training_step, 'uncaptured', training_step)
 
-    def step(input, target, weight):
-        output, loss = training_step(input, target, weight)
-        window.add(0, loss, input.size(0), *accuracy_on_device(output, target))
-    return step
+    def iteration(step):
+        def run(input, target, weight):
+            output, loss = step(input, target, weight)
+            window.add(0, loss, input.size(0), *accuracy_on_device(output, target))
+        return run
+    return iteration(training_step), iteration(uncaptured)
 
 
 # what model_figure built, for the figures that reuse it (the step holds the model)
-Built = collections.namedtuple('Built', 'precision step batch')
+Built = collections.namedtuple('Built', 'precision step uncaptured batch flops')
 
 
 def model_figure(cfg, args, device, label, dtype_on, dtype):
@@ -269,11 +275,13 @@ def model_figure(cfg, args, device, label, dtype_on, dtype):
     precision = Precision(cfg, device)
     torch.manual_seed(0)
     model = precision.prepare_model(models.build_model(cfg, is_train=False).to(device))
+    width, height = cfg.MODEL.IMAGE_SIZE
+    flops = training_flops(model, (args.batch, 3, height, width)) if args.profile else None
     if cfg.SPEED.COMPILE:   # as train.py; the untimed first step pays the compilation
         model.compile()
     optimizer = get_optimizer(cfg, model)
-    step = train_step_fn(cfg, model, JointsMSELoss(True), optimizer, precision, device)
-    width, height = cfg.MODEL.IMAGE_SIZE
+    step, uncaptured = train_step_fn(cfg, model, JointsMSELoss(True), optimizer, precision,
+                                     device)
     hw, hh = cfg.MODEL.EXTRA.HEATMAP_SIZE
     input = precision.prepare_input(torch.randn(args.batch, 3, height, width), device)
     target = torch.rand(args.batch, cfg.MODEL.NUM_JOINTS, hh, hw, device=device)
@@ -286,32 +294,53 @@ def model_figure(cfg, args, device, label, dtype_on, dtype):
         step(input, target, weight)
     _sync(device)
     return args.batch * args.iters / (time.perf_counter() - start), Built(
-        precision, step, (input, target, weight))
+        precision, step, uncaptured, (input, target, weight), flops)
 
 
-def profile_figure(step, batch, device, rows, steps=3):
+def profile_figure(built, device, rows, steps=3):
     """Where a model step's time goes: wall time per step, against the time the GPU
-    is busy (the sum of its kernels; far less means the host is the bound), and the
-    ops that take the most device (or, on the CPU, CPU) time."""
+    is busy (the sum of its kernels; far less means the host is the bound); the
+    device (on the CPU: CPU) time by category (utils.profiling), from the step
+    uncaptured, whose ops say what each kernel is for; and the ops that take the
+    most time."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda'
-                                           else [])
-    _sync(device)
-    with profile(activities=activities) as prof:
-        start = time.perf_counter()
-        for _ in range(steps):
-            step(*batch)
+    on_gpu = device.type == 'cuda'
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+
+    def run(step, record_shapes):
         _sync(device)
-        wall = (time.perf_counter() - start) / steps * 1000
+        with profile(activities=activities, record_shapes=record_shapes) as prof:
+            start = time.perf_counter()
+            for _ in range(steps):
+                step(*built.batch)
+            _sync(device)
+            wall = (time.perf_counter() - start) / steps * 1000
+        return prof, wall
+
+    prof, wall = run(built.step, False)
     averages = prof.key_averages()
     # the kernels themselves (an op's own row also carries its kernels' time: summing
     # every row would count it twice), as the table's "Self CUDA time total"
     busy = sum(a.self_device_time_total for a in averages
                if a.device_type == DeviceType.CUDA and not a.is_user_annotation)
-    busy = busy / 1000 / steps if device.type == 'cuda' else None
-    sort = 'self_device_time_total' if device.type == 'cuda' else 'self_cpu_time_total'
-    return wall, busy, averages.table(sort_by=sort, row_limit=rows)
+    busy = busy / 1000 / steps if on_gpu else None
+    sort = 'self_device_time_total' if on_gpu else 'self_cpu_time_total'
+    table = averages.table(sort_by=sort, row_limit=rows)
+    visible, _ = run(built.uncaptured, True)   # record_shapes: what each convolution is
+    totals = profiling.account(visible.events(), device_kernels=on_gpu)
+    return wall, busy, table, totals
+
+
+def flops_line(built, rate, device, low_precision):
+    """Achieved TFLOP/s of the timed step and its share of the device's dense peak."""
+    achieved = built.flops / built.batch[0].size(0) * rate / 1e12
+    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else ''
+    peak = profiling.peak_tflops(name, low_precision) if name else None
+    return '{:.1f} GFLOP a sample: {:.1f} TFLOP/s{}'.format(
+        built.flops / built.batch[0].size(0) / 1e9, achieved,
+        '' if peak is None else ", {:.1f}% of the device's dense {} peak ({:.0f} TFLOP/s)"
+        .format(100 * achieved / peak, 'bf16' if low_precision else 'TF32', peak)), achieved, peak
 
 
 def end_to_end_figure(cfg, args, device, workers, built, items=False):
@@ -420,12 +449,18 @@ def main():
             print('model  training step {:9s}: {:8.1f} samples/s'.format(label, rate),
                   flush=True)
             if args.profile:
-                wall, busy, table = profile_figure(built.step, built.batch, device, args.profile)
-                result.setdefault('profile_ms_per_step', {})[label] = {'wall': wall,
-                                                                       'device_busy': busy}
-                print('profile {}: {:.1f} ms per step{}\n{}'.format(
-                    label, wall, ', the GPU busy {:.1f} ms of it'.format(busy)
-                    if device.type == 'cuda' else '', table), flush=True)
+                wall, busy, table, totals = profile_figure(built, device, args.profile)
+                line, achieved, peak = flops_line(built, rate, device, label != 'float32')
+                result.setdefault('profile_ms_per_step', {})[label] = {
+                    'wall': wall, 'device_busy': busy, 'tflops': achieved, 'peak_tflops': peak,
+                    'categories': {k: v / 1000 / 3 for k, v in totals.items()}}
+                print('profile {}: {:.1f} ms per step{}\n{}\n{} time of one step by category '
+                      '(the step uncaptured: the same kernels, their ops visible):\n{}\n'
+                      '  {}'.format(label, wall, ', the GPU busy {:.1f} ms of it'.format(busy)
+                                    if device.type == 'cuda' else '', table,
+                                    'GPU' if device.type == 'cuda' else 'CPU',
+                                    '\n'.join(profiling.format_account(totals, 3)), line),
+                      flush=True)
             if label == 'float32' and 'items' in args.paths:
                 e2e_items = end_to_end_figure(cfg, args, device, max(workers_list), built,
                                               items=True)[0].rate

@@ -111,7 +111,8 @@ def _build_defaults():
                  GPU_DECODE=False),
         # new: GPU speed settings (off: as the original). FUSED_OPTIMIZER: fused Adam
         # (also on the CPU); COMPILE: torch.compile the model; CUDA_GRAPHS: the
-        # training step captured as a CUDA graph and replayed (core/cuda_graph.py).
+        # training step captured as a CUDA graph and replayed (core/cuda_graph.py),
+        # the compiled model's kernels too when both are on.
         # CPU_MALLOC_CACHE (on: results unchanged): on the CPU, freed memory is kept
         # for the next batch instead of being faulted in again (utils/cpu_memory.py).
         SPEED=C(FUSED_OPTIMIZER=False, COMPILE=False, CUDA_GRAPHS=False, CPU_MALLOC_CACHE=True),
@@ -318,9 +319,6 @@ def check_config(cfg=None):
         raise ConfigError("AMP.DTYPE must be 'float16' or 'bfloat16', got {!r}"
                           .format(cfg.AMP.DTYPE))
     if cfg.SPEED.CUDA_GRAPHS:
-        if cfg.SPEED.COMPILE:
-            raise ConfigError('SPEED.CUDA_GRAPHS and SPEED.COMPILE exclude each other; '
-                              'turn one off')
         if cfg.AMP.ENABLED and cfg.AMP.DTYPE == 'float16':
             raise ConfigError("SPEED.CUDA_GRAPHS does not work with AMP.DTYPE 'float16' "
                               "(GradScaler's step reads the host); use 'bfloat16'")

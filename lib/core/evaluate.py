@@ -1,6 +1,7 @@
 """Accuracy shown during training: PCK measured on the heatmaps themselves."""
 import numpy as np
 import torch
+from torch.profiler import record_function
 
 from core.codec import TARGET_TYPES, argmax_coords
 
@@ -44,6 +45,7 @@ def accuracy(output, target, hm_type='gaussian', thr=0.5):
     return acc, avg_acc, cnt, pred
 
 
+@record_function('accuracy')   # a region of utils.profiling's account
 def accuracy_on_device(output, target, thr=0.5):
     """`accuracy`'s (avg_acc, cnt) as two 0-d float tensors on the heatmaps' device,
     without a host sync: the training loop sums them and reads the sum every

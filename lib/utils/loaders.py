@@ -28,6 +28,16 @@ from utils.preemption import ignore_stop_signals, kill_workers_at_exit
 from utils.seeding import derive_seed, seed_everything, seed_sample
 
 
+def init_worker(worker_id=None):
+    """DataLoader worker_init_fn: stop signals left to the main process, and OpenCV
+    on one thread. Each worker is one of many processes; OpenCV's own pool (a thread
+    per core in every worker) would oversubscribe the cores, and a crop's warp is
+    too small to gain from threads."""
+    ignore_stop_signals(worker_id)
+    import cv2
+    cv2.setNumThreads(1)
+
+
 def collate_skipping(items):
     """default_collate of the items that are not None; the batch's meta gets
     'skipped': how many were None. A batch of None only is None."""
@@ -184,7 +194,7 @@ class EpochSeededLoader(DeviceBatches):
         self.loader = DataLoader(SeededItems(source), collate_fn=collate, batch_size=batch_size,
                                  sampler=self.sampler, num_workers=workers,
                                  pin_memory=pin_memory, generator=self.generator,
-                                 worker_init_fn=ignore_stop_signals if workers else None,
+                                 worker_init_fn=init_worker if workers else None,
                                  **_worker_options(workers, persistent_workers,
                                                    prefetch_factor))
         self.dataset = dataset
@@ -299,6 +309,6 @@ def build_val_loader(dataset, batch_size, workers, dist_ctx, pin_memory, batcher
     source, collate = _source(dataset, batcher)
     loader = DataLoader(source, batch_size=batch_size, sampler=sampler,
                         num_workers=workers, pin_memory=pin_memory, collate_fn=collate,
-                        worker_init_fn=ignore_stop_signals if workers else None,
+                        worker_init_fn=init_worker if workers else None,
                         **_worker_options(workers, persistent_workers, prefetch_factor))
     return loader if batcher is None else DeviceBatches(loader, batcher)
