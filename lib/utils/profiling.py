@@ -77,15 +77,18 @@ def _is_transposed(event):
 
 
 def _forward_regions(events):
-    """sequence number -> category, of the forward ops inside a named region (their
-    backward ops go to the same category)."""
+    """(thread, sequence number) -> category, of the forward ops inside a named
+    region (their backward ops go to the same category). Sequence numbers count per
+    thread, and on a GPU the backward runs on a thread of its own: a backward node
+    names its forward's thread (`fwd_thread`)."""
     regions = {}
     for event in events:
-        if event.sequence_nr < 0 or event.name.startswith('autograd::'):
+        if event.sequence_nr < 0 or event.name.startswith('autograd::') or \
+                _backward_node(event) is not None:
             continue
         for parent in _chain(event):
             if parent.name in REGIONS:
-                regions[event.sequence_nr] = REGIONS[parent.name]
+                regions[(event.thread, event.sequence_nr)] = REGIONS[parent.name]
                 break
     return regions
 
@@ -111,8 +114,8 @@ def op_category(event, regions):
         if parent.name in REGIONS:
             return REGIONS[parent.name]
     node = _backward_node(event)
-    if node is not None and node.sequence_nr in regions:
-        return regions[node.sequence_nr]
+    if node is not None and (node.fwd_thread, node.sequence_nr) in regions:
+        return regions[(node.fwd_thread, node.sequence_nr)]
     for parent in chain:
         if parent.name in _TRANSPOSED_ARG:
             if _is_transposed(parent):
