@@ -24,13 +24,13 @@ import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 
 import numpy as np
 
-from core.estimator import PoseEstimator
-from core.person_boxes import BoxesFile, HogPeopleDetector, OnnxPersonDetector, WholeImage
-from core.tracking import PoseTracker
-from runner.cli import add_opts, base_parser, load_fresh_config
-from utils.errors import ConfigError, DataError
-from utils.media import Source, StagedOutput, image_id_of
-from utils.vis import draw_poses
+from hsrnet.apps.estimator import PoseEstimator
+from hsrnet.apps.person_boxes import BoxesFile, HogPeopleDetector, OnnxPersonDetector, WholeImage
+from hsrnet.apps.tracking import PoseTracker
+from hsrnet.runner.cli import add_opts, base_parser, load_fresh_config
+from hsrnet.utils.errors import ConfigError, DataError
+from hsrnet.apps.media import Source, StagedOutput, image_id_of
+from hsrnet.utils.vis import draw_poses
 
 INFER_FLAGS = {
     'flip_test': ('TEST.FLIP_TEST', bool),

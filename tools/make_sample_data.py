@@ -23,9 +23,9 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 
-from dataset.synthetic import (DEFAULT_TRAIN_IMAGES, DEFAULT_VAL_IMAGES,  # noqa: E402
+from hsrnet.samples.synthetic import (DEFAULT_TRAIN_IMAGES, DEFAULT_VAL_IMAGES,  # noqa: E402
                                generate)
-from dataset.synthetic_video import (DEFAULT_FIGURES, DEFAULT_FPS, DEFAULT_SECONDS,  # noqa: E402
+from hsrnet.samples.synthetic_video import (DEFAULT_FIGURES, DEFAULT_FPS, DEFAULT_SECONDS,  # noqa: E402
                                 write_video)
 
 
