@@ -11,12 +11,13 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from conftest import ROOT
+from conftest import LIB, ROOT
 from hsrnet.config import ConfigError, get_default_config
 from hsrnet.head.accuracy import accuracy
 from hsrnet.head.loss import JointsMSELoss
 from hsrnet.utils.distributed import DistContext, merge_in_dataset_order
-from hsrnet.data.loaders import EpochSeededLoader, ShardSampler
+from hsrnet.data.loaders import EpochSeededLoader
+from hsrnet.data.samplers import ShardSampler
 from hsrnet.utils.meters import AverageMeter, RunPace, progress_line
 from hsrnet.engine.precision import Precision
 from hsrnet.engine.optim import get_lr_scheduler, get_optimizer
@@ -393,3 +394,20 @@ def test_any_rank_is_true_when_one_rank_says_so(tmp_path):
         results = manager.dict()
         mp.spawn(_any_rank_worker, args=(str(tmp_path / 'init'), results), nprocs=2)
         assert dict(results) == {0: (False, True, True), 1: (False, True, True)}
+
+
+def test_workers_start_after_the_main_process_used_opencv_threads():
+    """OpenCV's thread pool, used in the main process, then workers forked: they
+    start and deliver (a worker that resized the inherited pool waited forever)."""
+    import subprocess
+    import sys
+    script = ('import sys; sys.path.insert(0, {!r}); import cv2, numpy as np, torch; '
+              'from hsrnet.data.loaders import build_val_loader; from hsrnet.utils.distributed import '
+              'DistContext; image = np.zeros((1500, 1500, 3), np.uint8); '
+              'cv2.resize(cv2.warpAffine(image, np.eye(2, 3), (1500, 1500)), (700, 700)); '
+              'loader = build_val_loader(list(range(6)), 3, 2, DistContext(), False); '
+              'print(sum(len(b) for b in loader), cv2.getNumThreads())').format(LIB)
+    done = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ['6', '1']

@@ -28,14 +28,16 @@ from hsrnet.data.samplers import ImageGroupedSampler, ResumableSampler, ShardSam
 from hsrnet.utils.seeding import derive_seed, seed_everything, seed_sample
 
 
-def init_worker(worker_id=None):
-    """DataLoader worker_init_fn: stop signals left to the main process, and OpenCV
-    on one thread. Each worker is one of many processes; OpenCV's own pool (a thread
-    per core in every worker) would oversubscribe the cores, and a crop's warp is
-    too small to gain from threads."""
-    ignore_stop_signals(worker_id)
-    import cv2
-    cv2.setNumThreads(1)
+def opencv_single_threaded(workers):
+    """OpenCV on one thread in this process before DataLoader workers are forked
+    from it, which they inherit. Each worker is one of many processes: OpenCV's own
+    pool (a thread per core in every worker) oversubscribed the cores (15 workers on
+    16 cores delivered 1.38x more with it off), and a crop's warp is too small to
+    gain from threads. It is set here, not in the workers: a forked child that
+    resizes the pool it inherited waits forever on the parent's threads."""
+    if workers > 0:
+        import cv2
+        cv2.setNumThreads(1)
 
 
 def collate_skipping(items):
@@ -165,10 +167,11 @@ class EpochSeededLoader(DeviceBatches):
         self.generator = torch.Generator()
         self.batcher = batcher
         source, collate = _source(dataset, batcher)
+        opencv_single_threaded(workers)
         self.loader = DataLoader(SeededItems(source), collate_fn=collate, batch_size=batch_size,
                                  sampler=self.sampler, num_workers=workers,
                                  pin_memory=pin_memory, generator=self.generator,
-                                 worker_init_fn=init_worker if workers else None,
+                                 worker_init_fn=ignore_stop_signals if workers else None,
                                  **_worker_options(workers, persistent_workers,
                                                    prefetch_factor))
         self.dataset = dataset
@@ -228,9 +231,10 @@ def loader_options(cfg, device):
 def build_val_loader(dataset, batch_size, workers, dist_ctx, pin_memory, batcher=None,
                      persistent_workers=False, prefetch_factor=0):
     sampler = ShardSampler(len(dataset), dist_ctx)
+    opencv_single_threaded(workers)
     source, collate = _source(dataset, batcher)
     loader = DataLoader(source, batch_size=batch_size, sampler=sampler,
                         num_workers=workers, pin_memory=pin_memory, collate_fn=collate,
-                        worker_init_fn=init_worker if workers else None,
+                        worker_init_fn=ignore_stop_signals if workers else None,
                         **_worker_options(workers, persistent_workers, prefetch_factor))
     return loader if batcher is None else DeviceBatches(loader, batcher)
