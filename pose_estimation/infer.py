@@ -60,9 +60,9 @@ def parse_args(argv=None):
                                                  'fixed in the file (default 640 640)')
     parser.add_argument('--box-thre', type=float, default=0.3,
                         help='keep boxes with at least this score (default %(default)s)')
-    parser.add_argument('--flip-test', action='store_true',
+    parser.add_argument('--flip-test', action='store_true', default=None,
                         help='average with the mirrored crops (TEST.FLIP_TEST)')
-    parser.add_argument('--post-process', action='store_true',
+    parser.add_argument('--post-process', action='store_true', default=None,
                         help='quarter-pixel refinement (TEST.POST_PROCESS)')
     parser.add_argument('--no-oks-nms', action='store_true',
                         help='keep poses that duplicate a better one (OKS > TEST.OKS_THRE)')

@@ -42,14 +42,14 @@ def parse_args(argv=None):
     parser = base_parser('Validate a keypoint network')
     parser.add_argument('--model-file', help='weights to evaluate (TEST.MODEL_FILE); default: '
                         'final_state.pth.tar in the output folder')
-    parser.add_argument('--flip-test', action='store_true',
+    parser.add_argument('--flip-test', action='store_true', default=None,
                         help='average with the flipped image (TEST.FLIP_TEST)')
-    parser.add_argument('--use-detect-bbox', action='store_true',
+    parser.add_argument('--use-detect-bbox', action='store_true', default=None,
                         help='detector boxes instead of ground truth (TEST.USE_GT_BBOX false)')
     parser.add_argument('--coco-bbox-file', help='detector results json (TEST.COCO_BBOX_FILE)')
-    parser.add_argument('--post-process', action='store_true',
+    parser.add_argument('--post-process', action='store_true', default=None,
                         help='quarter-pixel refinement (TEST.POST_PROCESS)')
-    parser.add_argument('--shift-heatmap', action='store_true',
+    parser.add_argument('--shift-heatmap', action='store_true', default=None,
                         help='shift flipped heatmaps one pixel (TEST.SHIFT_HEATMAP)')
     parser.add_argument('--save-heatmaps', nargs='?', const='', default=None, metavar='PATH',
                         help='also save the heatmaps with the boxes for tools/redecode.py '

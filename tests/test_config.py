@@ -1,7 +1,10 @@
+import os
+
 import pytest
 
-from hsrnet.config import (ConfigError, check_config, get_default_config, get_model_name,
-                         update_config, update_config_from_list, update_dir)
+from conftest import COCO_YAML, ROOT
+from hsrnet.config import (ConfigError, check_config, dump_config, get_default_config,
+                           get_model_name, update_config, update_config_from_list, update_dir)
 
 
 def write(tmp_path, text, name='exp.yaml'):
@@ -101,7 +104,7 @@ def test_validate_every_must_be_a_number_of_epochs():
     update_config_from_list(['TRAIN.VALIDATE_EVERY', '3'], cfg)
     check_config(cfg)
     cfg.TRAIN.VALIDATE_EVERY = 0
-    with pytest.raises(ConfigError, match='TRAIN.VALIDATE_EVERY must be a number of epochs'):
+    with pytest.raises(ConfigError, match='TRAIN.VALIDATE_EVERY must be >= 1, got 0'):
         check_config(cfg)
     with pytest.raises(ConfigError, match='TRAIN.VALIDATE_EVERY'):
         update_config_from_list(['TRAIN.VALIDATE_EVERY', 'often'], cfg)
@@ -130,3 +133,126 @@ def test_cuda_graphs_need_one_cuda_gpu():
         check_graphable(model)
     with pytest.raises(ConfigError, match='needs one process on one GPU'):
         check_graphable(torch.nn.DataParallel(model))
+
+
+# -- yaml inheritance (_BASE_) -------------------------------------------------------
+
+FLAT_YAMLS = os.path.join(os.path.dirname(__file__), 'fixtures', 'flat_yamls')
+
+
+def _flat_fixtures():
+    return sorted(os.path.relpath(os.path.join(folder, name), FLAT_YAMLS)
+                  for folder, _, names in os.walk(FLAT_YAMLS) for name in names
+                  if name.endswith('.yaml'))
+
+
+@pytest.mark.parametrize('relpath', _flat_fixtures())
+def test_each_experiment_merges_to_its_flat_yaml_key_for_key(relpath):
+    """The project's yamls are bases plus deltas now; the flat files they were (kept
+    as fixtures, as the original's own yaml files still are) merge to the same tree."""
+    flat = update_config(os.path.join(FLAT_YAMLS, relpath), get_default_config())
+    rewritten = update_config(os.path.join(ROOT, 'experiments', relpath), get_default_config())
+    assert rewritten.to_dict() == flat.to_dict()
+    if '_BASE_' not in open(os.path.join(ROOT, 'experiments', relpath)).read():
+        pytest.fail('{} is flat'.format(relpath))
+
+
+def test_hsrnet110_is_a_delta_of_a_few_lines():
+    path = os.path.join(ROOT, 'experiments', 'coco', 'hsrnet110', '256x192_d256x3_adam_lr1e-3.yaml')
+    lines = [l for l in open(path).read().splitlines() if l.strip() and not l.startswith('#')]
+    assert lines[0].startswith('_BASE_:') and len(lines) <= 6
+
+
+def write_file(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return str(path)
+
+
+def test_base_chain_merges_in_order_the_child_winning(tmp_path):
+    write_file(tmp_path / 'a.yaml', 'TRAIN:\n  LR: 0.5\n  END_EPOCH: 7\nWORKERS: 1\n')
+    write_file(tmp_path / 'sub' / 'b.yaml', '_BASE_: ../a.yaml\nTRAIN:\n  LR: 0.25\n')
+    child = write_file(tmp_path / 'c.yaml', '_BASE_: [sub/b.yaml]\nWORKERS: 3\n')
+    cfg = update_config(child, get_default_config())
+    assert (cfg.TRAIN.LR, cfg.TRAIN.END_EPOCH, cfg.WORKERS) == (0.25, 7, 3)
+    assert '_BASE_' not in dump_config(cfg)   # the merged config is the flat result
+
+
+@pytest.mark.parametrize('files, message', [
+    ({'c.yaml': '_BASE_: missing.yaml\n'}, r"c.yaml: _BASE_ missing.yaml: no such file"),
+    ({'c.yaml': '_BASE_: d.yaml\n', 'd.yaml': '_BASE_: c.yaml\n'}, r'_BASE_ cycle: .*c.yaml'),
+    ({'c.yaml': '_BASE_: d.yaml\n', 'd.yaml': 'TRAIN:\n  LRR: 1\n'},
+     r'd.yaml: unknown key TRAIN.LRR \(did you mean LR\?\)'),
+    ({'c.yaml': '_BASE_: 3\n'}, r'_BASE_ must be a path or a list of paths'),
+])
+def test_base_errors_name_the_file_and_key(tmp_path, files, message):
+    for name, text in files.items():
+        write_file(tmp_path / name, text)
+    with pytest.raises(ConfigError, match=message):
+        update_config(str(tmp_path / 'c.yaml'), get_default_config())
+
+
+# -- the config as a value -------------------------------------------------------------
+
+def test_load_config_freezes_and_an_explicit_flag_wins_over_opts(tmp_path):
+    import argparse
+    from hsrnet.runner.cli import load_config
+    args = argparse.Namespace(cfg=COCO_YAML, workers=3,
+                              opts=['WORKERS', '7', 'TEST.BATCH_SIZE', '5'])
+    cfg = load_config(args, {'workers': ('WORKERS', int)})
+    assert cfg.WORKERS == 3 and cfg.TEST.BATCH_SIZE == 5   # yaml, then opts, then flags
+    with pytest.raises(ConfigError, match=r'^TEST.BATCH_SIZE: the config is frozen'):
+        cfg.TEST.BATCH_SIZE = 8
+    with pytest.raises(ConfigError, match='frozen'):
+        cfg.MODEL.EXTRA.update(SIGMA=3.0)
+    copy = cfg.clone()
+    copy.TEST.BATCH_SIZE = 8   # a clone is writable
+    assert cfg.TEST.BATCH_SIZE == 5 and not copy.frozen
+
+
+def test_the_original_global_config_stays_writable():
+    from hsrnet.config import config
+    assert not config.frozen
+    saved = config.WORKERS
+    config.WORKERS = saved + 1
+    config.WORKERS = saved
+
+
+def test_unused_keys_warn_once_each(caplog):
+    cfg = update_config(COCO_YAML, get_default_config())
+    cfg.TRAIN.GAMMA1 = 0.5
+    with caplog.at_level('WARNING'):
+        check_config(cfg)
+    warned = [r.getMessage() for r in caplog.records if 'nothing reads it' in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith('TRAIN.GAMMA1 is 0.5')
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('TRAIN.LR_FACTOR', '-1', r'TRAIN.LR_FACTOR must be > 0, got -1'),
+    ('TRAIN.LR', '0', r'TRAIN.LR must be > 0, got 0'),
+    ('DATASET.SCALE_FACTOR', '-5', r'DATASET.SCALE_FACTOR must be >= 0, got -5'),
+    ('MODEL.NUM_JOINTS', '0', r'MODEL.NUM_JOINTS must be >= 1, got 0'),
+    ('MODEL.EXTRA.SIGMA', '0', r'MODEL.EXTRA.SIGMA must be > 0, got 0'),
+    ('TEST.OKS_THRE', '1.5', r'TEST.OKS_THRE must be in \[0, 1\], got 1.5'),
+    ('TRAIN.END_EPOCH', '0', r'TRAIN.END_EPOCH must be >= 1, got 0'),
+])
+def test_value_ranges(key, value, message):
+    cfg = update_config(COCO_YAML, get_default_config())
+    update_config_from_list([key, value], cfg)
+    with pytest.raises(ConfigError, match=message):
+        check_config(cfg)
+
+
+def test_end_epoch_must_be_above_begin_epoch():
+    cfg = update_config(COCO_YAML, get_default_config())
+    update_config_from_list(['TRAIN.BEGIN_EPOCH', '3', 'TRAIN.END_EPOCH', '1'], cfg)
+    with pytest.raises(ConfigError, match='TRAIN.END_EPOCH 1 must be above TRAIN.BEGIN_EPOCH 3'):
+        check_config(cfg)
+
+
+def test_the_size_error_proposes_the_heatmap_size():
+    cfg = update_config(COCO_YAML, get_default_config())
+    update_config_from_list(['MODEL.IMAGE_SIZE', '[64, 96]'], cfg)
+    with pytest.raises(ConfigError, match=r'for IMAGE_SIZE \[64, 96\] set MODEL.EXTRA.HEATMAP_SIZE '
+                                          r'\[16, 24\]'):
+        check_config(cfg)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from conftest import ROOT, SPEC
 
 from hsrnet import models
-from hsrnet.config import (MODEL_NAMES, ConfigError, check_config, get_default_config,
+from hsrnet.config import (ConfigError, check_config, get_default_config,
                          update_config)
 from hsrnet.models.common import projection
 from hsrnet.models.pose_hsr_msnet import DilatedMultiScaleBottleneck, MultiScaleBottleneck
@@ -110,7 +110,7 @@ def test_every_parameter_gets_a_gradient(network):
 
 
 def test_registry_and_original_style_lookup():
-    assert set(models.MODELS) == set(MODEL_NAMES)
+    assert set(models.MODELS) == {'pose_resnet', 'pose_hsrnet', 'pose_hsr_msnet'}
     cfg = load_cfg(coco_yaml('hsrnet59', '256x192'))
     get_pose_net = eval('models.' + cfg.MODEL.NAME + '.get_pose_net')
     assert type(get_pose_net(cfg, is_train=False)).__name__ == 'PoseHSRNet'

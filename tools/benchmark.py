@@ -135,7 +135,7 @@ def main():
     args = parse_args()
     logging.basicConfig(level=logging.WARNING, format='%(message)s')
     try:
-        cfg = load_fresh_config(args)
+        cfg = load_fresh_config(args).clone()   # a writable copy: the benchmark sets its data
     except SETUP_ERRORS as error:
         return report_error(error, 2)
     device = torch.device('cuda') if torch.cuda.is_available() else torch.device('cpu')

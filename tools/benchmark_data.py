@@ -39,7 +39,7 @@ def parse_args():
 
 
 def load_config(args):
-    cfg = load_fresh_config(args)
+    cfg = load_fresh_config(args).clone()   # a writable copy: the benchmark sets its data
     if args.root:
         cfg.DATASET.ROOT = args.root
         cfg.TEST.COCO_BBOX_FILE = os.path.join(args.root, 'person_detection_results',

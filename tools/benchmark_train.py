@@ -403,7 +403,7 @@ def main():
     import logging
     logging.basicConfig(level=logging.WARNING, format='%(message)s')
     try:
-        cfg = load_fresh_config(args)
+        cfg = load_fresh_config(args).clone()   # a writable copy: the benchmark sets its data
         if cfg.SPEED.CUDA_GRAPHS and not torch.cuda.is_available():
             raise ConfigError('SPEED.CUDA_GRAPHS needs a CUDA GPU; this machine has none '
                               '(add SPEED.CUDA_GRAPHS false)')

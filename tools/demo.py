@@ -31,7 +31,7 @@ from hsrnet.config import get_model_name  # noqa: E402
 from hsrnet.runner.cli import add_opts, config_overrides, load_fresh_config  # noqa: E402
 from hsrnet.runner.launch import SETUP_ERRORS, report_error  # noqa: E402
 from hsrnet.runner.setup import output_dirs  # noqa: E402
-from hsrnet.utils.keypoints import COCO_KEYPOINTS, KeypointLayout  # noqa: E402
+from hsrnet.data import experiment_keypoints  # noqa: E402
 from hsrnet.engine.precision import describe_cpu  # noqa: E402
 from hsrnet.utils.vis import draw_skeleton, image_grid  # noqa: E402
 
@@ -88,7 +88,7 @@ def draw_predictions(cfg, results_file, picture_file):
     """Skeletons of the kept poses on the first validation images that have any."""
     with open(results_file) as f:
         results = json.load(f)
-    skeleton = KeypointLayout.from_config(cfg, COCO_KEYPOINTS).skeleton
+    skeleton = experiment_keypoints(cfg).skeleton
     by_image = defaultdict(list)
     for person in results:
         if person['score'] >= MIN_PERSON_SCORE:

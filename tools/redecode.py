@@ -90,16 +90,15 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+# flags -> config keys (the threshold lists sweep; the config holds their first value)
+REDECODE_FLAGS = {'post_process': ('TEST.POST_PROCESS', bool), 'dark': ('TEST.DARK', bool),
+                  'in_vis_thre': ('TEST.IN_VIS_THRE', lambda values: values[0]),
+                  'oks_thre': ('TEST.OKS_THRE', lambda values: values[0])}
+
+
 def load_config(args):
     """yaml, opts, then the flags here (flags given win)."""
-    cfg = load_fresh_config(args)
-    for flag, key in (('post_process', 'POST_PROCESS'), ('dark', 'DARK')):
-        if getattr(args, flag) is not None:
-            cfg.TEST[key] = getattr(args, flag)
-    for flag, key in (('in_vis_thre', 'IN_VIS_THRE'), ('oks_thre', 'OKS_THRE')):
-        if getattr(args, flag):
-            cfg.TEST[key] = getattr(args, flag)[0]
-    return cfg
+    return load_fresh_config(args, REDECODE_FLAGS)
 
 
 def config_decode(cfg):

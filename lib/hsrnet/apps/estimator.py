@@ -28,15 +28,12 @@ import numpy as np
 
 from hsrnet.head.codec import HeatmapCodec
 from hsrnet.config import check_config, get_default_config, update_config, update_config_from_list
+from hsrnet.data import experiment_keypoints
 from hsrnet.head.inference import decode_keypoints
 from hsrnet.evaluation.coco import PERSON_CATEGORY, oks_nms_per_image, rescore
 from hsrnet.utils.errors import ConfigError
-from hsrnet.utils.keypoints import COCO_KEYPOINTS, MPII_KEYPOINTS, KeypointLayout
 from hsrnet.utils.transforms import PIXEL_STD, box_to_center_scale, crop_input
 
-# The datasets' own joints; a COCO-format yaml may declare its own (DATASET.FLIP_PAIRS,
-# OKS_SIGMAS, SKELETON), as dataset.COCODataset accepts.
-NATIVE_KEYPOINTS = {'coco': (COCO_KEYPOINTS, True), 'mpii': (MPII_KEYPOINTS, False)}
 PRECISIONS = {'fp32': None, 'float32': None, 'bf16': 'bfloat16', 'bfloat16': 'bfloat16',
               'fp16': 'float16', 'float16': 'float16'}
 
@@ -67,13 +64,31 @@ class PersonPose:
 
 
 def load_experiment(cfg, opts=()):
-    """A config node from a yaml path (with `opts` KEY VALUE overrides) or a node."""
+    """The checked, frozen config of a yaml path or a config node, with `opts`
+    KEY VALUE overrides (applied before the checks)."""
     if isinstance(cfg, (str, os.PathLike)):
         node = update_config(os.fspath(cfg), get_default_config())
     else:
         node = cfg.clone()
     update_config_from_list(list(opts), node)
-    return check_config(node)
+    return check_config(node).freeze()
+
+
+def estimator_overrides(flip_test, post_process, precision):
+    """The estimator's keyword arguments as KEY VALUE overrides (None: the yaml's)."""
+    opts = []
+    if flip_test is not None:
+        opts += ['TEST.FLIP_TEST', bool(flip_test)]
+    if post_process is not None:
+        opts += ['TEST.POST_PROCESS', bool(post_process)]
+    if precision is not None:
+        if precision not in PRECISIONS:
+            raise ConfigError('precision must be one of {}, got {!r}'.format(
+                ', '.join(PRECISIONS), precision))
+        opts += ['AMP.ENABLED', PRECISIONS[precision] is not None]
+        if PRECISIONS[precision] is not None:
+            opts += ['AMP.DTYPE', PRECISIONS[precision]]
+    return opts
 
 
 def select_device(device):
@@ -99,23 +114,9 @@ class PoseEstimator:
 
     def __init__(self, cfg, model_file, device='auto', flip_test=None, precision=None,
                  oks_nms=False, batch_size=None, post_process=None, opts=(), threads=None):
-        self.cfg = cfg = load_experiment(cfg, opts)
-        if flip_test is not None:
-            cfg.TEST.FLIP_TEST = bool(flip_test)
-        if post_process is not None:
-            cfg.TEST.POST_PROCESS = bool(post_process)
-        if precision is not None:
-            if precision not in PRECISIONS:
-                raise ConfigError('precision must be one of {}, got {!r}'.format(
-                    ', '.join(PRECISIONS), precision))
-            cfg.AMP.ENABLED = PRECISIONS[precision] is not None
-            if cfg.AMP.ENABLED:
-                cfg.AMP.DTYPE = PRECISIONS[precision]
-        if cfg.DATASET.DATASET not in NATIVE_KEYPOINTS:
-            raise ConfigError('unknown DATASET.DATASET {!r}; choose one of {}'.format(
-                cfg.DATASET.DATASET, ', '.join(sorted(NATIVE_KEYPOINTS))))
-        native, custom = NATIVE_KEYPOINTS[cfg.DATASET.DATASET]
-        self.keypoints = KeypointLayout.from_config(cfg, native) if custom else native
+        self.cfg = cfg = load_experiment(
+            cfg, list(opts) + estimator_overrides(flip_test, post_process, precision))
+        self.keypoints = experiment_keypoints(cfg)
         self.flip_pairs = [list(p) for p in self.keypoints.flip_pairs] if cfg.TEST.FLIP_TEST \
             else None
         self.codec = HeatmapCodec.from_config(cfg)

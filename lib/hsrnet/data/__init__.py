@@ -5,6 +5,7 @@ loaders and samplers, and the batching on the device. Build one with
 from hsrnet.utils.errors import ConfigError, DataError, ImageNotFoundError
 
 from .joints_dataset import JointsDataset
+from .layouts import keypoint_layout
 from .samplers import ImageGroupedSampler
 from .coco import COCODataset
 from .mpii import MPIIDataset
@@ -22,6 +23,13 @@ def build_dataset(cfg, image_set, is_train, transform=None, codec=None):
     return DATASETS[name](cfg, cfg.DATASET.ROOT, image_set, is_train, transform, codec=codec)
 
 
-__all__ = ['COCODataset', 'MPIIDataset', 'JointsDataset', 'ImageGroupedSampler',
+def experiment_keypoints(cfg):
+    """The keypoints of the experiment's dataset (DATASET.DATASET), as its dataset
+    builds them (see layouts.keypoint_layout); what the estimator and tools use."""
+    dataset = DATASETS[cfg.DATASET.DATASET]
+    return keypoint_layout(cfg, dataset.native_keypoints, dataset.custom_keypoints)
+
+
+__all__ = ['experiment_keypoints', 'keypoint_layout', 'COCODataset', 'MPIIDataset', 'JointsDataset', 'ImageGroupedSampler',
            'DataError', 'ImageNotFoundError',
            'DATASETS', 'build_dataset']

@@ -27,11 +27,11 @@ from torch.utils.data import Dataset
 
 from hsrnet.head.codec import HeatmapCodec
 from hsrnet.data.gpu_decode import available as gpu_decode_available
+from hsrnet.data.layouts import keypoint_layout
 from hsrnet.evaluation import PosePredictions
 from hsrnet.utils.arrays import group_indices
 from hsrnet.utils.errors import ConfigError, DataError, ImageNotFoundError
 from hsrnet.utils.image_decode import jpeg_width, read_image_file
-from hsrnet.utils.keypoints import KeypointLayout
 from hsrnet.utils.transforms import (PIXEL_MEAN, PIXEL_STD, PIXEL_STD_DEV,  # noqa: F401  (re-exported)
                               affine_transform_points, box_to_center_scale, crop_image,
                               fliplr_joints, get_affine_transform, normalize_pixels)
@@ -147,8 +147,7 @@ class JointsDataset(Dataset):
         self._check_config(cfg)
         self.reduced_decode = bool(cfg.DATASET.get('REDUCED_DECODE', False))
         self._decode_factors = None   # image -> decode factor, made on first use
-        self.keypoints = KeypointLayout.from_config(cfg, self.native_keypoints) \
-            if self.custom_keypoints else self.native_keypoints
+        self.keypoints = keypoint_layout(cfg, self.native_keypoints, self.custom_keypoints)
         # the original's attributes
         self.num_joints = self.keypoints.num_joints
         self.flip_pairs = [list(pair) for pair in self.keypoints.flip_pairs]

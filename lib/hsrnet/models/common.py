@@ -93,13 +93,29 @@ def make_resnet_stage(block, inplanes, planes, blocks, stride):
     return nn.Sequential(*layers)
 
 
-def make_deconv_layers(in_channels, filters, kernels, with_bias):
-    """[ConvTranspose2d (stride 2), BN, ReLU] per entry of `filters` / `kernels`."""
-    layers = []
-    for planes, kernel in zip(filters, kernels):
+def check_head(extra):
+    """The head's keys (MODEL.EXTRA) agree: one deconvolution filter count and kernel
+    per layer, kernels that double the size exactly, a 1x1 or 3x3 final layer. The one
+    place these are checked (check_config runs it before anything is built)."""
+    filters, kernels = extra.NUM_DECONV_FILTERS, extra.NUM_DECONV_KERNELS
+    for key, values in (('NUM_DECONV_FILTERS', filters), ('NUM_DECONV_KERNELS', kernels)):
+        if len(values) != extra.NUM_DECONV_LAYERS:
+            raise ConfigError('MODEL.EXTRA.{} has {} entries but NUM_DECONV_LAYERS is {}'
+                              .format(key, len(values), extra.NUM_DECONV_LAYERS))
+    for kernel in kernels:
         if kernel not in DECONV_PADDING:
             raise ConfigError('MODEL.EXTRA.NUM_DECONV_KERNELS: kernel {} is not one of {}'
-                              .format(kernel, ', '.join(map(str, DECONV_PADDING))))
+                              .format(kernel, ', '.join(map(str, sorted(DECONV_PADDING)))))
+    if extra.FINAL_CONV_KERNEL not in (1, 3):
+        raise ConfigError('MODEL.EXTRA.FINAL_CONV_KERNEL must be 1 or 3, got {}'
+                          .format(extra.FINAL_CONV_KERNEL))
+
+
+def make_deconv_layers(in_channels, filters, kernels, with_bias):
+    """[ConvTranspose2d (stride 2), BN, ReLU] per entry of `filters` / `kernels`
+    (checked by check_head)."""
+    layers = []
+    for planes, kernel in zip(filters, kernels):
         padding, output_padding = DECONV_PADDING[kernel]
         layers += [nn.ConvTranspose2d(in_channels, planes, kernel, stride=2, padding=padding,
                                       output_padding=output_padding, bias=with_bias),
@@ -197,11 +213,8 @@ class PoseNet(nn.Module):
         return inplanes
 
     def _build_head(self, in_channels, extra, num_joints):
+        check_head(extra)
         filters, kernels = extra.NUM_DECONV_FILTERS, extra.NUM_DECONV_KERNELS
-        if not len(filters) == len(kernels) == extra.NUM_DECONV_LAYERS:
-            raise ConfigError('MODEL.EXTRA: NUM_DECONV_FILTERS {} and NUM_DECONV_KERNELS {} '
-                              'must both have NUM_DECONV_LAYERS = {} entries'
-                              .format(filters, kernels, extra.NUM_DECONV_LAYERS))
         self.deconv_layers = make_deconv_layers(in_channels, filters, kernels,
                                                 extra.DECONV_WITH_BIAS)
         kernel = extra.FINAL_CONV_KERNEL

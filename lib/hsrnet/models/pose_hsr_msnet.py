@@ -150,3 +150,6 @@ class PoseHSRMSNet(PoseHSRNet):
 
 def get_pose_net(cfg, is_train, **kwargs):
     return build_pose_net(PoseHSRMSNet, cfg, is_train)
+
+
+NETWORK = PoseHSRMSNet   # the network class of MODEL.NAME pose_hsr_msnet (models.MODELS)

@@ -44,3 +44,6 @@ class PoseHSRNet(PoseNet):
 
 def get_pose_net(cfg, is_train, **kwargs):
     return build_pose_net(PoseHSRNet, cfg, is_train)
+
+
+NETWORK = PoseHSRNet   # the network class of MODEL.NAME pose_hsrnet (models.MODELS)

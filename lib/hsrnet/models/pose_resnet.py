@@ -16,3 +16,6 @@ class PoseResNet(PoseNet):
 
 def get_pose_net(cfg, is_train, **kwargs):
     return build_pose_net(PoseResNet, cfg, is_train)
+
+
+NETWORK = PoseResNet   # the network class of MODEL.NAME pose_resnet (models.MODELS)

@@ -9,7 +9,7 @@ own flags, then HRNet-style `[opts] KEY VALUE ...` config overrides.
 """
 import argparse
 
-from hsrnet.config import check_config, config, get_default_config, update_config, \
+from hsrnet.config import check_config, get_default_config, update_config, \
     update_config_from_list
 from hsrnet.utils.errors import ConfigError
 
@@ -74,29 +74,35 @@ def config_overrides(opts):
     return opts
 
 
-def load_config(args, flag_keys=None, cfg=None):
-    """yaml, then the command's flags, then `opts`, then the consistency checks.
-
-    `flag_keys` maps an argparse destination to (config key, value function); a
-    flag left out on the command line leaves its key alone. `cfg` defaults to
-    the global `core.config.config` (what the scripts and users' code share);
-    tools use `load_fresh_config`."""
-    cfg = config if cfg is None else cfg
-    update_config(args.cfg, cfg)
+def apply_flags(args, flag_keys, cfg):
+    """The command's flags into `cfg`: `flag_keys` maps an argparse destination to
+    (config key, value function); a flag left out (None: give store_true flags
+    default=None) leaves its key."""
     for dest, (key, convert) in (flag_keys or {}).items():
         value = getattr(args, dest, None)
-        if value is None or value is False:
+        if value is None:
             continue
         *groups, leaf = key.split('.')
         node = cfg
         for group in groups:
             node = node[group]
         node[leaf] = convert(value)
+    return cfg
+
+
+def load_config(args, flag_keys=None, cfg=None):
+    """The run's config: a fresh default tree (or `cfg`), then the yaml file (its
+    `_BASE_` files first), then the `opts` overrides, then the command's flags (a
+    flag given explicitly wins over an override of the same key), then the checks;
+    returned frozen (writing to it is an error naming the key). The scripts and the
+    tools all read their config here."""
+    cfg = get_default_config() if cfg is None else cfg
+    update_config(args.cfg, cfg)
     update_config_from_list(config_overrides(getattr(args, 'opts', [])), cfg)
-    return check_config(cfg)
+    apply_flags(args, flag_keys, cfg)
+    return check_config(cfg).freeze()
 
 
 def load_fresh_config(args, flag_keys=None):
-    """load_config into a fresh copy of the defaults (tools that must not touch
-    the global config)."""
-    return load_config(args, flag_keys, get_default_config())
+    """load_config (its name in the tools)."""
+    return load_config(args, flag_keys)

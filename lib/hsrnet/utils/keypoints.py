@@ -3,7 +3,7 @@
 COCO's 17 and MPII's 16 joints are defined here once; a COCO-format dataset
 with its own joints declares them in the yaml (DATASET.FLIP_PAIRS,
 DATASET.OKS_SIGMAS, DATASET.SKELETON with MODEL.NUM_JOINTS) and
-`KeypointLayout.from_config` builds and checks its layout.
+hsrnet.data.keypoint_layout builds and checks an experiment's layout.
 """
 from dataclasses import dataclass
 
@@ -64,37 +64,6 @@ class KeypointLayout:
                 raise ConfigError('{}: limb {} must be two joint ids in 0..{}'.format(
                     source, list(limb), j - 1))
         return self
-
-    @classmethod
-    def from_config(cls, cfg, native):
-        """The layout of the experiment: the dataset's `native` one unless the
-        yaml declares its own joints (MODEL.NUM_JOINTS different from the
-        native count, or any of DATASET.FLIP_PAIRS / OKS_SIGMAS / SKELETON)."""
-        num_joints = cfg.MODEL.NUM_JOINTS
-        pairs, sigmas, skeleton = (cfg.DATASET.FLIP_PAIRS, cfg.DATASET.OKS_SIGMAS,
-                                   cfg.DATASET.SKELETON)
-        if num_joints == native.num_joints and not (pairs or sigmas or skeleton):
-            return native
-        custom = num_joints != native.num_joints
-        if custom and native.sigmas is not None and not sigmas:
-            raise ConfigError('MODEL.NUM_JOINTS is {} but the {} keypoints have {} joints: a dataset '
-                              'with its own joints needs DATASET.OKS_SIGMAS (one per joint)'
-                              .format(num_joints, cfg.DATASET.DATASET, native.num_joints))
-        if custom and not pairs and (cfg.DATASET.FLIP or cfg.TEST.FLIP_TEST):
-            raise ConfigError('MODEL.NUM_JOINTS is {} but the {} keypoints have {} joints: a dataset '
-                              'with its own joints needs DATASET.FLIP_PAIRS ([[left, right], '
-                              '...]) for flip augmentation and the flip test (or set '
-                              'DATASET.FLIP and TEST.FLIP_TEST false)'.format(
-                                  num_joints, cfg.DATASET.DATASET, native.num_joints))
-        layout = cls(
-            names=native.names if not custom else ('',) * num_joints,
-            flip_pairs=tuple(tuple(p) for p in pairs) if pairs or custom else native.flip_pairs,
-            sigmas=tuple(float(s) for s in sigmas) if sigmas else (
-                None if custom else native.sigmas),
-            skeleton=tuple(tuple(limb) for limb in skeleton) if skeleton or custom
-            else native.skeleton)
-        return layout.check('DATASET.FLIP_PAIRS / OKS_SIGMAS / SKELETON with MODEL.NUM_JOINTS '
-                            '{}'.format(num_joints))
 
 
 COCO_KEYPOINTS = KeypointLayout(
