@@ -41,7 +41,8 @@ SETUP_STATUS, RUN_STATUS = 2, 1
 
 
 def parse_args(argv=None):
-    parser = base_parser('Estimate poses on your own pictures or videos', common_flags=False)
+    parser = base_parser('Estimate poses on your own pictures or videos', common_flags=False,
+                         cfg_from_checkpoint=True)
     parser.add_argument('--model-file', required=True,
                         help='checkpoint (.pth, .pth.tar; ours or the original\'s) or an '
                              '.onnx file from tools/export_onnx.py')
@@ -68,6 +69,9 @@ def parse_args(argv=None):
                         help='keep poses that duplicate a better one (OKS > TEST.OKS_THRE)')
     parser.add_argument('--kpt-thre', type=float, default=None,
                         help='draw joints scoring above this (default TEST.IN_VIS_THRE)')
+    parser.add_argument('--person-thre', type=float, default=0.0,
+                        help='draw persons scoring at least this (default %(default)s: all); '
+                             'keypoints.json keeps every person')
     parser.add_argument('--track', choices=('oks', 'iou'), default='oks',
                         help='match video persons across frames by pose OKS or box IoU')
     parser.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda:0', ...")
@@ -155,7 +159,7 @@ class Inference:
 
     def __init__(self, args):
         self.args = args
-        cfg = load_fresh_config(args, INFER_FLAGS)
+        cfg = load_fresh_config(args, INFER_FLAGS, weights=args.model_file)
         self.source = Source(args.input)
         self.boxes = box_source(args, self.source)
         self.estimator = PoseEstimator(cfg, args.model_file, device=args.device,
@@ -249,6 +253,9 @@ class Inference:
 
     def _draw(self, image, persons, track_ids=None):
         picture = image.copy()
+        shown = [i for i, p in enumerate(persons) if p.score >= self.args.person_thre]
+        persons = [persons[i] for i in shown]
+        track_ids = None if track_ids is None else [track_ids[i] for i in shown]
         labels = None if track_ids is not None else ['{:.2f}'.format(p.score) for p in persons]
         return draw_poses(picture, [p.keypoints for p in persons], [p.box for p in persons],
                           self.kpt_thre, track_ids, labels, self.estimator.keypoints.skeleton)

@@ -39,9 +39,10 @@ VALID_FLAGS = dict(
 
 
 def parse_args(argv=None):
-    parser = base_parser('Validate a keypoint network')
+    parser = base_parser('Validate a keypoint network', cfg_from_checkpoint=True)
     parser.add_argument('--model-file', help='weights to evaluate (TEST.MODEL_FILE); default: '
-                        'final_state.pth.tar in the output folder')
+                        'final_state.pth.tar in the output folder. A checkpoint of this '
+                        "project's training records its config: --cfg may then be left out")
     parser.add_argument('--flip-test', action='store_true', default=None,
                         help='average with the flipped image (TEST.FLIP_TEST)')
     parser.add_argument('--use-detect-bbox', action='store_true', default=None,
@@ -88,7 +89,7 @@ class Validator:
     errors surface), run by run()."""
 
     def __init__(self, args):
-        self.cfg = cfg = load_config(args, VALID_FLAGS)
+        self.cfg = cfg = load_config(args, VALID_FLAGS, weights=args.model_file)
         self.ctx = ctx = setup_run(cfg, args.cfg, 'valid')
         self.heatmaps_file = heatmaps_path(args, cfg, ctx.output_dir)
         self.heatmaps_dtype = args.heatmaps_dtype

@@ -262,3 +262,27 @@ def test_imagenet_file_that_fits_nothing_is_an_error(tmp_path):
     torch.save({'features.0.weight': torch.zeros(1)}, path)
     with pytest.raises(ValueError, match='detnet59.pth: no tensor in it fits pose_hsrnet_59'):
         PoseHSRNet(load_cfg('hsrnet59')).init_weights(path)
+
+
+@pytest.mark.parametrize('key, value, named', [
+    ('MODEL.NUM_JOINTS', 5, 'MODEL.NUM_JOINTS'),
+    ('MODEL.EXTRA.NUM_DECONV_FILTERS', [128, 256], 'MODEL.EXTRA.NUM_DECONV_FILTERS'),
+    ('MODEL.EXTRA.NUM_LAYERS', 110, 'MODEL.EXTRA.NUM_LAYERS'),
+])
+def test_a_misfit_names_the_setting_that_explains_it(key, value, named):
+    """A checkpoint trained with other settings: the message names the config key
+    behind the mismatched shapes, not a list of guesses."""
+    other = load_cfg('hsrnet59')
+    node = other
+    *groups, leaf = key.split('.')
+    for group in groups:
+        node = node[group]
+    node[leaf] = value
+    other.MODEL.INIT_WEIGHTS = False
+    state = models.build_model(other, is_train=False).state_dict()
+    with pytest.raises(ValueError) as info:
+        load_pose_checkpoint(build('hsrnet59'), state)
+    message = str(info.value)
+    assert 'check {}'.format(named) in message
+    others = {'MODEL.NUM_JOINTS', 'MODEL.EXTRA.NUM_DECONV_FILTERS', 'MODEL.EXTRA.NUM_LAYERS'}
+    assert not any(k in message.split(':')[0] for k in others - {named})

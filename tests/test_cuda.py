@@ -20,7 +20,7 @@ DETERMINISTIC_ENV = {'CUBLAS_WORKSPACE_CONFIG': ':4096:8'}
 
 def final_weights(out_dir):
     return torch.load(os.path.join(output_dir_of(out_dir), 'final_state.pth.tar'),
-                      weights_only=True)
+                      weights_only=True)['state_dict']
 
 
 def all_finite(state):

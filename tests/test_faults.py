@@ -56,7 +56,8 @@ def load(path):
 
 
 def same_weights(a, b):
-    a, b = load(a), load(b)
+    from hsrnet.utils.checkpoint import state_dict_from   # bare, or with the run's record
+    a, b = state_dict_from(load(a)), state_dict_from(load(b))
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, different[:5]

@@ -195,7 +195,7 @@ def mismatches(actual, golden, checks):
         if a.shape != g.shape:
             problems.append('{}: shape {} != golden {}'.format(key, a.shape, g.shape))
             continue
-        bad = ~np.isclose(a, g, rtol=rtol, atol=atol)
+        bad = ~np.isclose(a, g, rtol=rtol, atol=atol, equal_nan=True)   # nan: not reported
         if bad.any():
             where = np.argwhere(bad)[:3].tolist()
             problems.append('{}: {} of {} values differ (rtol {}, atol {}); first at {}: {} '
@@ -334,8 +334,9 @@ def compute_valid(root, out_dir, use_gt_bbox, model_seed=MODEL_SEED):
         'scores': np.array([r['score'] for r in results]),
         'metric_names': list(metrics['metrics']),
         'metrics': [metrics['metrics'][k] for k in metrics['metrics']],
-        'loss': metrics['loss'],
-        'accuracy': metrics['accuracy'],
+        # null (nan here) where there are no ground-truth heatmaps (detector boxes)
+        'loss': np.nan if metrics['loss'] is None else metrics['loss'],
+        'accuracy': np.nan if metrics['accuracy'] is None else metrics['accuracy'],
     }
 
 

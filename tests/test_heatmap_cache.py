@@ -393,3 +393,22 @@ def test_save_heatmaps_before_the_overrides_takes_no_key(monkeypatch):
     args = valid.parse_args(['--cfg', 'x.yaml', '--save-heatmaps', 'out/h.npz', 'SEED', '1'])
     assert args.save_heatmaps == 'out/h.npz' and args.opts == ['SEED', '1']
     assert valid.parse_args(['--cfg', 'x.yaml']).save_heatmaps is None
+
+
+@pytest.mark.parametrize('with_yaml', [False, True])
+def test_redecode_takes_boxes_and_decoding_from_the_file(trained32, tmp_path, with_yaml):
+    """Heatmaps of detector boxes with the flip test: the file alone, or the yaml
+    with no override saying so (the yaml says ground-truth boxes), gives valid.py's
+    results: the file says how it was made."""
+    out = str(tmp_path / 'redecoded')
+    args = ['--heatmaps', trained32['heatmaps'], '--output-dir', out]
+    if with_yaml:   # the run's overrides, but not its box source
+        opts = trained32['opts']
+        kept = [item for key, value in zip(opts[0::2], opts[1::2])
+                if key not in ('TEST.USE_GT_BBOX', 'TEST.FLIP_TEST', 'TEST.COCO_BBOX_FILE')
+                for item in (key, value)]
+        args = ['--cfg', DEMO_CFG] + args + kept
+    result = run_redecode(args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    with open(os.path.join(out, 'results', 'keypoints_{}_results.json'.format(SET))) as f:
+        assert json.load(f) == trained32['results']

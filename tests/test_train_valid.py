@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import (CFG_STEM, DEMO_CFG, DETECTIONS_FILE as DETECTIONS, RESULTS,  # noqa: F401
-                      ROOT, SHARED_DATA, TIMEOUT, check_ok, load_results, output_dir_of,
+                      COCO_YAML, ROOT, SHARED_DATA, TIMEOUT, check_ok, load_results, output_dir_of,
                       run_script, tiny_opts, train_args, valid_args)
 # The fixtures `sample` (the generated sample) and `trained` (a 2-epoch run on it)
 # are conftest's, shared by the session.
@@ -54,7 +54,20 @@ def test_training_writes_checkpoints_logs_and_debug_images(trained):
     assert {'state_dict', 'perf', 'best_perf', 'optimizer', 'scheduler'} <= set(checkpoint)
     assert checkpoint['scheduler']['last_epoch'] == 2
     final = torch.load(os.path.join(final_dir, 'final_state.pth.tar'), weights_only=True)
-    assert all(torch.equal(final[k], checkpoint['state_dict'][k]) for k in final)
+    weights = final['state_dict']
+    assert all(torch.equal(weights[k], checkpoint['state_dict'][k]) for k in weights)
+    # every checkpoint records the run: its merged config, experiment and version
+    import hsrnet
+    best = torch.load(os.path.join(final_dir, 'model_best.pth.tar'), weights_only=True)
+    for saved in (checkpoint, best, final):
+        assert saved['experiment'] == CFG_STEM and saved['version'] == hsrnet.__version__
+        assert 'IMAGE_SIZE: [48, 64]' in saved['config'] and 'EXPERIMENT: ' + CFG_STEM \
+            in saved['config']
+    # each run's config and command line, beside its log
+    record = [n for n in names if n.startswith(CFG_STEM) and n.endswith('_train_config.yaml')]
+    assert len(record) == 1
+    text = open(os.path.join(final_dir, record[0])).read()
+    assert text.startswith('# ') and 'train.py' in text.splitlines()[0]
     assert 'Epoch [1] [2/2]' in result.stdout and '64x48_pose_hsrnet_59_d256d256: loss' \
         in result.stdout
     assert result.stdout.count('saving checkpoint') == 2
@@ -72,9 +85,9 @@ def test_resumed_run_ends_with_the_same_weights(sample, trained, tmp_path):
         'TRAIN.RESUME': 'true', 'DEBUG.DEBUG': 'true'})))
     assert 'resumed from' in resumed.stdout and 'epoch 0,' not in resumed.stdout
     a = torch.load(os.path.join(output_dir_of(trained[0]), 'final_state.pth.tar'),
-                   weights_only=True)
+                   weights_only=True)['state_dict']
     b = torch.load(os.path.join(output_dir_of(out_dir), 'final_state.pth.tar'),
-                   weights_only=True)
+                   weights_only=True)['state_dict']
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, different[:5]
@@ -90,9 +103,9 @@ def test_validate_every_skips_validations_and_changes_no_weight(sample, trained,
     assert trained[1].stdout.count('not validated after this epoch') == 1
     assert trained[1].stdout.count('heatmap accuracy') == 1
     a = torch.load(os.path.join(output_dir_of(trained[0]), 'final_state.pth.tar'),
-                   weights_only=True)
+                   weights_only=True)['state_dict']
     b = torch.load(os.path.join(output_dir_of(out_dir), 'final_state.pth.tar'),
-                   weights_only=True)
+                   weights_only=True)['state_dict']
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -254,3 +267,43 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(sample, trained, tmp_path)
     with open(checkpoint, 'rb') as f:
         assert hashlib.sha256(f.read()).hexdigest() == digest
     assert not os.path.exists(os.path.join(final_dir, 'final_state.pth.tar'))
+
+
+def test_valid_takes_the_config_from_the_checkpoint(sample, trained, single_valid, tmp_path):
+    """--model-file alone: the config recorded in the checkpoint, the output folder
+    named after its experiment, the same results as with the yaml."""
+    model_file = os.path.join(output_dir_of(trained[0]), 'final_state.pth.tar')
+    out_dir = str(tmp_path)
+    args = ['--model-file', model_file, '--flip-test', '--use-detect-bbox',
+            'OUTPUT_DIR', out_dir, 'LOG_DIR', os.path.join(out_dir, 'log'),
+            'DATASET.ROOT', sample]   # the data root moves; the network does not
+    check_ok(run_script('valid.py', args, env={'OMP_NUM_THREADS': '1'}))
+    assert load_results(out_dir) == single_valid[0]
+
+
+def test_valid_refuses_a_yaml_of_another_network_in_one_line(sample, trained, tmp_path):
+    model_file = os.path.join(output_dir_of(trained[0]), 'final_state.pth.tar')
+    result = run_script('valid.py', ['--cfg', COCO_YAML, '--model-file', model_file,
+                                     'OUTPUT_DIR', str(tmp_path), 'DATASET.ROOT', sample])
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'MODEL.IMAGE_SIZE [192, 256] (checkpoint: [48, 64])' in lines[0] \
+        and 'MODEL.EXTRA.HEATMAP_SIZE [48, 64] (checkpoint: [12, 16])' in lines[0]
+
+
+def test_a_run_failing_at_setup_leaves_the_folders_records(sample, trained, tmp_path):
+    """valid_config.yaml is the last set-up run's: a later run that fails at setup
+    (no such model file) writes no record and keeps the earlier one."""
+    model_file = os.path.join(output_dir_of(trained[0]), 'final_state.pth.tar')
+    out_dir = str(tmp_path)
+    check_ok(run_script('valid.py', valid_args(sample, out_dir, model_file)))
+    folder = output_dir_of(out_dir)
+    before = {n: open(os.path.join(folder, n)).read() for n in os.listdir(folder)
+              if n.endswith('_config.yaml')}
+    assert 'valid_config.yaml' in before and len(before) == 2
+    failed = run_script('valid.py', valid_args(sample, out_dir, model_file + '.missing',
+                                               **{'TEST.BATCH_SIZE': 2}))
+    assert failed.returncode == 2
+    after = {n: open(os.path.join(folder, n)).read() for n in os.listdir(folder)
+             if n.endswith('_config.yaml')}
+    assert after == before

@@ -16,6 +16,7 @@ CPU it ran on: what a report of the demo's speed needs.
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -41,12 +42,15 @@ SAMPLE_FILES = ('annotations/person_keypoints_train2017.json',
                 'annotations/person_keypoints_val2017.json')
 PICTURE_IMAGES = 6
 PICTURE_CELL = 320          # each image letterboxed into a square of this size
-MIN_PERSON_SCORE = 0.5       # the picture shows confident poses only
+MIN_PERSON_SCORE = 0.5       # the picture shows confident poses only (--min-score)
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--cfg', default=DEFAULT_CFG, help='experiment yaml')
+    parser.add_argument('--min-score', type=float, default=MIN_PERSON_SCORE,
+                        help='the picture draws persons scoring at least this '
+                             '(default %(default)s)')
     add_opts(parser)
     return parser.parse_args()
 
@@ -60,10 +64,25 @@ def sample_is_current(cfg):
     return all(os.path.getmtime(os.path.join(ROOT, f)) < generated for f in GENERATOR_FILES)
 
 
+STOPPED = (130, 143)   # a step stopped by SIGINT / SIGTERM (its checkpoint saved)
+
+
 def run(command):
-    """Run a step with this interpreter, its output going to the terminal."""
+    """Run a step with this interpreter, its output going to the terminal. A stopped
+    step ends the demo with the demo's own resume command."""
     print('\n$ ' + ' '.join(command), flush=True)
-    status = subprocess.call([sys.executable] + command, cwd=ROOT)
+    step = subprocess.Popen([sys.executable] + command, cwd=ROOT)
+    try:
+        status = step.wait()
+    except KeyboardInterrupt:   # Ctrl-C reached the step too: it saves and stops
+        status = step.wait()
+    if status in STOPPED:
+        resume = [os.path.basename(sys.executable)] + [shlex.quote(a) for a in sys.argv]
+        if 'TRAIN.RESUME' not in sys.argv:
+            resume += ['TRAIN.RESUME', 'true']
+        print('demo: stopped; the demo goes on from where it stopped with: {}'.format(
+            ' '.join(resume)), file=sys.stderr)
+        sys.exit(status)
     if status != 0:
         sys.exit('demo: step failed (exit status {}): {}'.format(status, ' '.join(command)))
 
@@ -84,14 +103,14 @@ def letterbox(image, size):
     return cell
 
 
-def draw_predictions(cfg, results_file, picture_file):
+def draw_predictions(cfg, results_file, picture_file, min_score=MIN_PERSON_SCORE):
     """Skeletons of the kept poses on the first validation images that have any."""
     with open(results_file) as f:
         results = json.load(f)
     skeleton = experiment_keypoints(cfg).skeleton
     by_image = defaultdict(list)
     for person in results:
-        if person['score'] >= MIN_PERSON_SCORE:
+        if person['score'] >= min_score:
             by_image[person['image_id']].append(np.reshape(person['keypoints'], (-1, 3)))
     cells = []
     for image_id in sorted(by_image)[:PICTURE_IMAGES]:
@@ -131,7 +150,7 @@ def main():
     results_file = os.path.join(output_dir, 'results',
                                 'keypoints_{}_results.json'.format(cfg.DATASET.TEST_SET))
     picture_file = os.path.join(output_dir, 'demo_predictions.jpg')
-    drawn = draw_predictions(cfg, results_file, picture_file)
+    drawn = draw_predictions(cfg, results_file, picture_file, args.min_score)
 
     print('\ndemo: {} trained from scratch; AP {:.3f} on the sample {} with flip test and '
           'detector boxes'.format(full_arch_name, read_ap(output_dir, cfg.DATASET.TEST_SET),

@@ -29,7 +29,7 @@ CHECK_SEED = 0
 
 
 def parse_args(argv=None):
-    parser = base_parser(__doc__.split('\n')[0], common_flags=False)
+    parser = base_parser(__doc__.split('\n')[0], common_flags=False, cfg_from_checkpoint=True)
     parser.add_argument('--model-file', required=True, help='checkpoint (.pth / .pth.tar)')
     parser.add_argument('--out', required=True, help='ONNX file to write')
     parser.add_argument('--opset', type=int, default=OPSET,
@@ -39,7 +39,7 @@ def parse_args(argv=None):
 
 
 def load_model(args):
-    cfg = load_fresh_config(args)
+    cfg = load_fresh_config(args, weights=args.model_file)
     model = models.build_model(cfg, is_train=False)
     load_pose_checkpoint(model, args.model_file)
     return cfg, model.eval()

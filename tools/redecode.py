@@ -7,9 +7,11 @@ dataset's metric, for one setting or a small grid of them, as one AP table.
     python tools/redecode.py --cfg EXP.yaml --heatmaps OUT/results/heatmaps_val2017.npz \\
         --decode quarter,dark,argmax --oks-thre 0.9,0.8 [opts KEY VALUE ...]
 
-Give the yaml and overrides valid.py ran with: the persons (dataset, image set,
-boxes) must be those of the file, and MODEL.IMAGE_SIZE / HEATMAP_SIZE those of the
-heatmaps. The settings not swept come from the config (TEST.POST_PROCESS,
+The config is the one valid.py saved in the file; with --cfg, that yaml, whose
+persons (dataset, image set) must be those of the file and MODEL.IMAGE_SIZE /
+HEATMAP_SIZE those of the heatmaps. Either way the boxes (TEST.USE_GT_BBOX,
+COCO_BBOX_FILE, IMAGE_THRE) and the decoding settings come from the file unless
+given as flags or KEY VALUE overrides. The settings not swept come from the config (TEST.POST_PROCESS,
 TEST.DARK, TEST.IN_VIS_THRE, TEST.OKS_THRE, MODEL.EXTRA.SIGMA for DARK). Each
 setting writes its results json under --output-dir (one setting: DIR/results/,
 several: DIR/<setting>/results/) and the table goes to DIR/redecode_<set>.json.
@@ -30,7 +32,9 @@ from hsrnet import data as dataset  # noqa: E402
 from hsrnet.head.codec import HeatmapCodec  # noqa: E402
 from hsrnet.engine.heatmap_cache import config_value, load_heatmaps  # noqa: E402
 from hsrnet.evaluation import PosePredictions  # noqa: E402
-from hsrnet.runner.cli import add_opts, base_parser, load_fresh_config  # noqa: E402
+from hsrnet.config import get_default_config  # noqa: E402
+from hsrnet.config.loading import merge_yaml_text  # noqa: E402
+from hsrnet.runner.cli import add_opts, base_parser, config_overrides, load_fresh_config  # noqa: E402
 from hsrnet.runner.launch import SETUP_ERROR_STATUS, SETUP_ERRORS, report_error  # noqa: E402
 from hsrnet.utils.errors import ConfigError, DataError, HeatmapCacheError  # noqa: E402
 from hsrnet.utils.fileio import write_json_atomically  # noqa: E402
@@ -66,7 +70,7 @@ def decode_name(text):
 
 
 def parse_args(argv=None):
-    parser = base_parser(__doc__.split('\n\n')[0], common_flags=False)
+    parser = base_parser(__doc__.split('\n\n')[0], common_flags=False, cfg_from_checkpoint=True)
     parser.add_argument('--heatmaps', required=True, metavar='FILE',
                         help='file written by valid.py --save-heatmaps')
     parser.add_argument('--decode', type=comma_list(decode_name, '--decode'),
@@ -96,9 +100,27 @@ REDECODE_FLAGS = {'post_process': ('TEST.POST_PROCESS', bool), 'dark': ('TEST.DA
                   'oks_thre': ('TEST.OKS_THRE', lambda values: values[0])}
 
 
-def load_config(args):
-    """yaml, opts, then the flags here (flags given win)."""
-    return load_fresh_config(args, REDECODE_FLAGS)
+# what the file knows of how it was made, and is taken from it unless given (where
+# the data lie, DATASET.ROOT, is the machine's: the yaml's)
+FILE_KEYS = ('TEST.USE_GT_BBOX', 'TEST.COCO_BBOX_FILE', 'TEST.IMAGE_THRE', 'TEST.POST_PROCESS',
+             'TEST.DARK', 'TEST.IN_VIS_THRE', 'TEST.OKS_THRE')
+
+
+def load_config(args, cache):
+    """The config valid.py saved in the heatmaps file, or --cfg's yaml with the
+    file's boxes and decoding settings (FILE_KEYS); then opts, then the flags here
+    (flags given win)."""
+    opts = config_overrides(args.opts)
+    given = set(opts[0::2]) | {key for flag, (key, _) in REDECODE_FLAGS.items()
+                               if getattr(args, flag) is not None}
+    from_file = [item for key in FILE_KEYS if key not in given and key in cache.config
+                 for item in (key, cache.config[key])]
+    args = argparse.Namespace(**dict(vars(args), opts=from_file + opts))
+    recorded = None
+    if not args.cfg and cache.config_yaml:
+        recorded = merge_yaml_text(cache.config_yaml, get_default_config(),
+                                   'the config saved in {}'.format(cache.path))
+    return load_fresh_config(args, REDECODE_FLAGS, recorded=recorded)
 
 
 def config_decode(cfg):
@@ -178,8 +200,8 @@ def format_table(rows, saved):
 
 
 def redecode(args):
-    cfg = load_config(args)
     cache = load_heatmaps(args.heatmaps)
+    cfg = load_config(args, cache)
     check_file_matches_config(cache, cfg)
     settings = settings_grid(args, cfg)
     start = time.perf_counter()

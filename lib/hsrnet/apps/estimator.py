@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from hsrnet.head.codec import HeatmapCodec
-from hsrnet.config import check_config, get_default_config, update_config, update_config_from_list
+from hsrnet.config import (check_config, check_same_network, get_default_config, update_config,
+                           update_config_from_list)
 from hsrnet.data import experiment_keypoints
 from hsrnet.head.inference import decode_keypoints
 from hsrnet.evaluation.coco import PERSON_CATEGORY, oks_nms_per_image, rescore
@@ -63,15 +64,27 @@ class PersonPose:
                 'bbox': [round(float(v), 2) for v in self.box]}
 
 
-def load_experiment(cfg, opts=()):
-    """The checked, frozen config of a yaml path or a config node, with `opts`
-    KEY VALUE overrides (applied before the checks)."""
-    if isinstance(cfg, (str, os.PathLike)):
+def load_experiment(cfg, opts=(), weights=None):
+    """The checked, frozen config of a yaml path or a config node, or with `cfg`
+    None the one recorded in the checkpoint `weights`, with `opts` KEY VALUE
+    overrides (applied before the checks). A yaml and a checkpoint that records its
+    config must agree on what shapes the network (config.SHAPE_KEYS)."""
+    from hsrnet.runner.cli import read_recorded_config
+    recorded = read_recorded_config(weights) if weights and os.path.isfile(weights) else None
+    if cfg is None:
+        if recorded is None:
+            raise ConfigError('{}: records no config (a checkpoint of the original, or bare '
+                              'weights): give its yaml'.format(weights))
+        node = recorded
+    elif isinstance(cfg, (str, os.PathLike)):
         node = update_config(os.fspath(cfg), get_default_config())
     else:
         node = cfg.clone()
     update_config_from_list(list(opts), node)
-    return check_config(node).freeze()
+    check_config(node)
+    if cfg is not None and recorded is not None:
+        check_same_network(node, recorded, weights)
+    return node.freeze()
 
 
 def estimator_overrides(flip_test, post_process, precision):
@@ -101,7 +114,8 @@ def select_device(device):
 class PoseEstimator:
     """A pose network ready to run on pictures (see the module docstring).
 
-    cfg: experiment yaml (or config node); model_file: .pth / .pth.tar / .onnx;
+    cfg: experiment yaml (or config node), or None: the config recorded in the
+    checkpoint (this project's training records it); model_file: .pth / .pth.tar / .onnx;
     device: 'auto' (CUDA when present, else the CPU), 'cpu', 'cuda:1', ...
     (torch only); flip_test, post_process: None keeps the yaml's TEST.FLIP_TEST /
     TEST.POST_PROCESS; precision: None keeps the yaml's AMP, else 'fp32', 'bf16'
@@ -115,7 +129,8 @@ class PoseEstimator:
     def __init__(self, cfg, model_file, device='auto', flip_test=None, precision=None,
                  oks_nms=False, batch_size=None, post_process=None, opts=(), threads=None):
         self.cfg = cfg = load_experiment(
-            cfg, list(opts) + estimator_overrides(flip_test, post_process, precision))
+            cfg, list(opts) + estimator_overrides(flip_test, post_process, precision),
+            weights=model_file)
         self.keypoints = experiment_keypoints(cfg)
         self.flip_pairs = [list(p) for p in self.keypoints.flip_pairs] if cfg.TEST.FLIP_TEST \
             else None

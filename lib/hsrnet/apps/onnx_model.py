@@ -16,6 +16,9 @@ import warnings
 
 import numpy as np
 
+from hsrnet import __version__
+from hsrnet.config import dump_config
+
 OPSET = 17                   # run by every onnxruntime since 1.12
 INPUT_NAME = 'images'
 OUTPUT_NAME = 'heatmaps'
@@ -23,6 +26,9 @@ META_ARCH = 'pose_arch'
 META_INPUT = 'image_size'          # "w,h"
 META_HEATMAP = 'heatmap_size'      # "w,h"
 META_JOINTS = 'num_joints'
+META_CONFIG = 'hsrnet_config'      # the merged config, yaml text (as checkpoints record it)
+META_EXPERIMENT = 'hsrnet_experiment'
+META_VERSION = 'hsrnet_version'
 
 
 def _expected(cfg):
@@ -34,7 +40,8 @@ def _expected(cfg):
 def export_onnx(model, cfg, path, opset=OPSET):
     """Write `model` (a torch pose network, put in eval mode on the CPU) to `path`
     as ONNX with a dynamic batch, atomically: a temporary file in the same folder,
-    checked by onnx.checker, then renamed. Returns the path."""
+    checked by onnx.checker, then renamed. The file records the merged config, the
+    experiment's name and the project's version as metadata. Returns the path."""
     import onnx
     import torch
 
@@ -59,7 +66,9 @@ def export_onnx(model, cfg, path, opset=OPSET):
         meta = {META_ARCH: getattr(model, 'arch', type(model).__name__),
                 META_INPUT: '{},{}'.format(*expected['image_size']),
                 META_HEATMAP: '{},{}'.format(*expected['heatmap_size']),
-                META_JOINTS: str(expected['num_joints'])}
+                META_JOINTS: str(expected['num_joints']),
+                META_CONFIG: dump_config(cfg), META_EXPERIMENT: cfg.EXPERIMENT,
+                META_VERSION: __version__}
         for key, value in meta.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
@@ -71,6 +80,21 @@ def export_onnx(model, cfg, path, opset=OPSET):
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def onnx_record(path):
+    """{'config', 'experiment', 'version'} an exported file records, or None (a file
+    exported before these were recorded, or by another tool)."""
+    import onnx
+    try:
+        meta = {p.key: p.value for p in onnx.load(os.fspath(path), load_external_data=False)
+                .metadata_props}
+    except Exception as err:   # onnx raises many kinds on files it cannot parse
+        raise ValueError('{}: not an ONNX model ({})'.format(path, err)) from None
+    if META_CONFIG not in meta:
+        return None
+    return {'config': meta[META_CONFIG], 'experiment': meta.get(META_EXPERIMENT),
+            'version': meta.get(META_VERSION)}
 
 
 class OnnxPoseNet:

@@ -10,14 +10,16 @@ that global tree, so it stays mutable, and nothing of the project's own uses it.
 """
 import os
 
-from hsrnet.config.checks import OUTPUT_STRIDE, check_config as _check, get_model_name
+from hsrnet.config.checks import (OUTPUT_STRIDE, SHAPE_KEYS, check_config as _check,
+                                  check_same_network, get_model_name)
 from hsrnet.config.defaults import RANGES, UNUSED_KEYS, CfgNode, get_default_config
-from hsrnet.config.loading import merge_overrides, merge_yaml, to_yaml
+from hsrnet.config.loading import merge_overrides, merge_yaml, merge_yaml_text, to_yaml
 from hsrnet.utils.errors import ConfigError
 
 config = get_default_config()   # the original's global tree
 
-__all__ = ['CfgNode', 'ConfigError', 'OUTPUT_STRIDE', 'RANGES', 'UNUSED_KEYS', 'check_config',
+__all__ = ['CfgNode', 'ConfigError', 'OUTPUT_STRIDE', 'RANGES', 'SHAPE_KEYS', 'UNUSED_KEYS',
+           'check_config', 'check_same_network', 'recorded_config',
            'config', 'dump_config', 'get_default_config', 'get_model_name', 'update_config',
            'update_config_from_list', 'update_dir']
 
@@ -36,6 +38,21 @@ def update_config_from_list(opts, cfg=None):
 def check_config(cfg=None):
     """Every check of a merged config (default: the global `config`); returns it."""
     return _check(config if cfg is None else cfg)
+
+
+def recorded_config(path, record=None):
+    """The config a checkpoint written by this project's training records (a fresh,
+    unchecked tree), or None for a file that records none (the original's
+    checkpoints, bare state_dicts). Read without unpickling code. `record`: the
+    file's record when read already (an exported ONNX file's metadata)."""
+    if record is None:
+        from hsrnet.utils.checkpoint import read_checkpoint, recorded_run
+        record = recorded_run(read_checkpoint(path))
+    if record is None:
+        return None
+    cfg = get_default_config()
+    merge_yaml_text(record['config'], cfg, 'the config recorded in {}'.format(path))
+    return cfg
 
 
 def dump_config(cfg=None):

@@ -94,6 +94,24 @@ def check_config(cfg):
     return cfg
 
 
+# what a network's weights fit or not: a checkpoint's recorded config and a yaml must
+# agree on these
+SHAPE_KEYS = ('MODEL.NAME', 'MODEL.NUM_JOINTS', 'MODEL.IMAGE_SIZE', 'MODEL.EXTRA.HEATMAP_SIZE',
+              'MODEL.EXTRA.NUM_LAYERS', 'MODEL.EXTRA.NUM_DECONV_LAYERS',
+              'MODEL.EXTRA.NUM_DECONV_FILTERS', 'MODEL.EXTRA.NUM_DECONV_KERNELS',
+              'MODEL.EXTRA.DECONV_WITH_BIAS', 'MODEL.EXTRA.FINAL_CONV_KERNEL')
+
+
+def check_same_network(cfg, recorded, source):
+    """ConfigError naming each key of SHAPE_KEYS where `cfg` and the config `recorded`
+    in the checkpoint `source` differ, with both values."""
+    differ = ['{} {} (checkpoint: {})'.format(key, lookup(cfg, key), lookup(recorded, key))
+              for key in SHAPE_KEYS if lookup(cfg, key) != lookup(recorded, key)]
+    if differ:
+        raise ConfigError('{} was trained with another network or input than the config '
+                          'gives: {}'.format(source, '; '.join(differ)))
+
+
 def get_model_name(cfg):
     """('pose_hsrnet_59', '256x192_pose_hsrnet_59_d256d256') for an HSRNet-59 256x192 yaml."""
     from hsrnet.models import MODELS

@@ -76,6 +76,9 @@ def _build_defaults():
     (marked 'new'), all off or neutral by default."""
     C = CfgNode
     return C(
+        # new: the experiment's name: the yaml file's stem unless set; names the output
+        # folders and is recorded, with the whole config, in every checkpoint
+        EXPERIMENT='',
         OUTPUT_DIR='',
         LOG_DIR='',
         DATA_DIR='',

@@ -114,6 +114,16 @@ def merge_yaml(path, cfg):
     return cfg
 
 
+def merge_yaml_text(text, cfg, source):
+    """Merge yaml text (a flat config, as a checkpoint records it) into `cfg`."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError('{}: not valid yaml: {}'.format(source, e)) from None
+    merge(cfg, data or {}, source)
+    return cfg
+
+
 def merge_overrides(opts, cfg):
     """Apply `KEY VALUE ...` overrides such as `DATASET.ROOT data/x TEST.FLIP_TEST true`.
 

@@ -303,26 +303,36 @@ def validate_model(config, val_loader, val_dataset, model, criterion, output_dir
         finally:
             HeatmapParts.remove(heatmap_parts)
         name_values, perf_indicator = val_dataset.get_metric().evaluate(predictions, output_dir)
-        name_values = {name: float(value) for name, value in name_values.items()}
-        metrics_dir = os.path.join(output_dir, 'results')
-        os.makedirs(metrics_dir, exist_ok=True)
-        # json has no NaN: an undefined value (an empty set's metric) is null
-        finite = lambda v: v if math.isfinite(v) else None   # noqa: E731
-        write_json_atomically(
-            {'model': get_model_name(config)[1], 'epoch': epoch, 'loss': finite(loss_avg),
-             'accuracy': finite(acc_avg),
-             'metrics': {name: finite(v) for name, v in name_values.items()}},
-            os.path.join(metrics_dir, 'metrics_{}.json'.format(val_dataset.image_set)))
-        # the metric has printed its table
-        logger.info('%s: loss %.5g, heatmap accuracy %.4f, %s %.4f',
-                    get_model_name(config)[1], loss_avg, acc_avg,
-                    next(iter(name_values), 'perf'), perf_indicator)
-        if writer is not None:
-            step = epoch if epoch is not None else 0
-            writer.add_scalar('valid_loss', loss_avg, step)
-            writer.add_scalar('valid_acc', acc_avg, step)
-            writer.add_scalars('valid', name_values, step)
+        # no visible ground-truth joint (detector boxes): no loss or accuracy to report
+        heatmap_stats = (loss_avg, acc_avg) if stats[3] > 0 else None
+        _report(config, val_dataset.image_set, output_dir, writer, epoch, heatmap_stats,
+                {name: float(value) for name, value in name_values.items()}, perf_indicator)
     return broadcast_object(perf_indicator)
+
+
+def _report(config, image_set, output_dir, writer, epoch, heatmap_stats, name_values, perf):
+    """The pass's metrics: results/metrics_<set>.json, one log line, TensorBoard.
+    `heatmap_stats` (loss, accuracy) against the ground-truth heatmaps, or None
+    where there are none (detector boxes)."""
+    name = get_model_name(config)[1]
+    loss, accuracy = heatmap_stats or (float('nan'), float('nan'))
+    metrics_dir = os.path.join(output_dir, 'results')
+    os.makedirs(metrics_dir, exist_ok=True)
+    # json has no NaN: an undefined value (an empty set's metric, no heatmaps) is null
+    finite = lambda v: v if math.isfinite(v) else None   # noqa: E731
+    write_json_atomically(
+        {'model': name, 'epoch': epoch, 'loss': finite(loss), 'accuracy': finite(accuracy),
+         'metrics': {key: finite(v) for key, v in name_values.items()}},
+        os.path.join(metrics_dir, 'metrics_{}.json'.format(image_set)))
+    # the metric has printed its table
+    logger.info('%s: %s%s %.4f', name, 'loss %.5g, heatmap accuracy %.4f, ' % heatmap_stats
+                if heatmap_stats else '', next(iter(name_values), 'perf'), perf)
+    if writer is not None:
+        step = epoch if epoch is not None else 0
+        if heatmap_stats:
+            writer.add_scalar('valid_loss', loss, step)
+            writer.add_scalar('valid_acc', accuracy, step)
+        writer.add_scalars('valid', name_values, step)
 
 
 def train(config, train_loader, model, criterion, optimizer, epoch, output_dir,

@@ -17,8 +17,10 @@ from hsrnet.data.loaders import EpochSeededLoader
 from hsrnet.engine.assembly import RunData, build_criterion, build_run_model
 from hsrnet.engine.loops import make_training_step, train_one_epoch, validate_model
 from hsrnet.engine.optim import get_lr_scheduler, get_optimizer, lr_at
+from hsrnet import __version__
+from hsrnet.config import dump_config
 from hsrnet.utils.checkpoint import load_pose_checkpoint, read_checkpoint, save_atomic, \
-    save_checkpoint
+    save_weights
 from hsrnet.utils.distributed import any_rank, barrier, broadcast_object
 from hsrnet.utils.errors import ConfigError, NonFiniteLossError
 from hsrnet.utils.meters import RunPace
@@ -141,9 +143,24 @@ class Trainer:
                                          epoch, bad[0], ' and {} more'.format(len(bad) - 1)
                                          if len(bad) > 1 else '', self.checkpoint_path))
 
+    @property
+    def record(self):
+        """What every checkpoint of the run holds beside the weights: the merged config
+        (valid.py, infer.py and the exporter read it: no yaml needed), the experiment's
+        name, the project's version."""
+        return {'config': dump_config(self.cfg), 'experiment': self.cfg.EXPERIMENT,
+                'version': __version__}
+
+    def _write(self, state, is_best):
+        """checkpoint.pth.tar and, when best, model_best.pth.tar (weights and record)."""
+        save_atomic(state, self.checkpoint_path)
+        if is_best:
+            save_weights(state['state_dict'],
+                         os.path.join(self.ctx.output_dir, 'model_best.pth.tar'), self.record)
+
     def _state(self, epoch, batch, perf):
         """A resumable checkpoint: training goes on at batch `batch` of `epoch`."""
-        return {
+        return dict(self.record, **{
             'epoch': epoch,
             'batch': batch,
             'model': get_model_name(self.cfg)[1],
@@ -157,7 +174,7 @@ class Trainer:
             'batch_size': self.train_loader.batch_size * self.ctx.dist.world_size,
             'world_size': self.ctx.dist.world_size,
             'batches_per_epoch': self.train_loader.batches_per_epoch,
-        }
+        })
 
     def _save(self, epoch, perf):
         """The checkpoint after `epoch`; `perf` None: not validated (TRAIN.VALIDATE_EVERY),
@@ -173,15 +190,14 @@ class Trainer:
             logger.info('saving checkpoint to %s (perf %.4f, best %.4f)', self.ctx.output_dir,
                         perf, self.best_perf)
         self.last_perf = perf
-        save_checkpoint(self._state(epoch + 1, 0, perf), is_best, self.ctx.output_dir)
+        self._write(self._state(epoch + 1, 0, perf), is_best)
 
     def _save_mid_epoch(self, epoch, batch):
         if self.ctx.dist.is_main:
             self._check_weights(epoch)
             logger.info('saving checkpoint to %s (epoch %d, batch %d of %d)', self.checkpoint_path,
                         epoch, batch, self.train_loader.batches_per_epoch)
-            save_checkpoint(self._state(epoch, batch, self.last_perf), False,
-                            self.ctx.output_dir)
+            self._write(self._state(epoch, batch, self.last_perf), False)
         barrier()
 
     def _stop_requested(self):
@@ -263,7 +279,7 @@ class Trainer:
         if ctx.dist.is_main:
             final_path = os.path.join(ctx.output_dir, 'final_state.pth.tar')
             logger.info('saving final model state to %s', final_path)
-            save_atomic(unwrap_model(self.model).state_dict(), final_path)
+            save_weights(unwrap_model(self.model).state_dict(), final_path, self.record)
 
 
 def _plural(count, noun):

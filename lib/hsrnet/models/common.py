@@ -221,6 +221,32 @@ class PoseNet(nn.Module):
         self.final_layer = nn.Conv2d(filters[-1] if filters else in_channels, num_joints,
                                      kernel, padding=1 if kernel == 3 else 0)
 
+    def settings_behind(self, missing, unexpected, misshapen):
+        """The config keys that explain a checkpoint's misfit: parameter names and
+        (file, model) shapes -> e.g. ['MODEL.NUM_JOINTS'] when only the final
+        layer's output count differs."""
+        keys = []
+        for name, (file_shape, own_shape) in misshapen.items():
+            if name.startswith('final_layer'):
+                if file_shape[0] != own_shape[0]:
+                    keys.append('MODEL.NUM_JOINTS')
+                if file_shape[2:] != own_shape[2:]:
+                    keys.append('MODEL.EXTRA.FINAL_CONV_KERNEL')
+                if file_shape[1:2] != own_shape[1:2]:
+                    keys.append('MODEL.EXTRA.NUM_DECONV_FILTERS')
+            elif name.startswith('deconv_layers'):
+                keys.append('MODEL.EXTRA.NUM_DECONV_KERNELS' if file_shape[2:] != own_shape[2:]
+                            else 'MODEL.EXTRA.NUM_DECONV_FILTERS')
+            else:
+                keys.append('MODEL.NAME')
+        for name in missing + unexpected:
+            head = name.split('.')[0]
+            keys.append('MODEL.EXTRA.NUM_DECONV_LAYERS' if head in ('deconv_layers',
+                                                                    'final_layer')
+                        else 'MODEL.EXTRA.NUM_LAYERS' if head.startswith('layer')
+                        else 'MODEL.NAME')
+        return list(dict.fromkeys(keys))
+
     def forward(self, x):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for name in self.stage_names:

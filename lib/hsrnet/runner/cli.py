@@ -8,9 +8,10 @@ own flags, then HRNet-style `[opts] KEY VALUE ...` config overrides.
     cfg = load_config(args, {'flip_test': ('TEST.FLIP_TEST', bool)})
 """
 import argparse
+import os
 
-from hsrnet.config import check_config, get_default_config, update_config, \
-    update_config_from_list
+from hsrnet.config import (check_config, check_same_network, get_default_config,
+                           recorded_config, update_config, update_config_from_list)
 from hsrnet.utils.errors import ConfigError
 
 # Flags of train.py and valid.py (and tools that want them): destination ->
@@ -22,10 +23,15 @@ COMMON_FLAGS = {
 }
 
 
-def base_parser(description, common_flags=True):
-    """A parser with --cfg and, with `common_flags`, --frequent/--gpus/--workers."""
+def base_parser(description, common_flags=True, cfg_from_checkpoint=False):
+    """A parser with --cfg and, with `common_flags`, --frequent/--gpus/--workers. With
+    `cfg_from_checkpoint`, --cfg may be left out: the config then comes from the
+    checkpoint the command reads (load_config's `weights`)."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument('--cfg', required=True, help='experiment yaml file')
+    parser.add_argument('--cfg', required=not cfg_from_checkpoint,
+                        help='experiment yaml file' + (
+                            ' (default: the config recorded in the checkpoint)'
+                            if cfg_from_checkpoint else ''))
     if common_flags:
         parser.add_argument('--frequent', type=int, help='log every N iterations (PRINT_FREQ)')
         parser.add_argument('--gpus', type=str,
@@ -90,19 +96,48 @@ def apply_flags(args, flag_keys, cfg):
     return cfg
 
 
-def load_config(args, flag_keys=None, cfg=None):
+def read_recorded_config(path):
+    """The config recorded in a checkpoint or an exported ONNX file, or None."""
+    if os.fspath(path).lower().endswith('.onnx'):
+        from hsrnet.apps.onnx_model import onnx_record
+        record = onnx_record(path)
+        return None if record is None else recorded_config(path, record)
+    return recorded_config(path)
+
+
+def load_config(args, flag_keys=None, cfg=None, weights=None, recorded=None):
     """The run's config: a fresh default tree (or `cfg`), then the yaml file (its
-    `_BASE_` files first), then the `opts` overrides, then the command's flags (a
-    flag given explicitly wins over an override of the same key), then the checks;
-    returned frozen (writing to it is an error naming the key). The scripts and the
+    `_BASE_` files first) or, without --cfg, the config recorded in the checkpoint
+    `weights`, then the `opts` overrides, then the command's flags (a flag given
+    explicitly wins over an override of the same key), then the checks; returned
+    frozen (writing to it is an error naming the key). With both --cfg and a
+    checkpoint that records its config, the two must agree on what shapes the
+    network and its input (config.SHAPE_KEYS). `recorded`: a recorded config read
+    already (a heatmaps file's), instead of the checkpoint's. The scripts and the
     tools all read their config here."""
     cfg = get_default_config() if cfg is None else cfg
-    update_config(args.cfg, cfg)
+    if recorded is None and weights and os.path.isfile(weights):
+        recorded = read_recorded_config(weights)
+    if args.cfg:
+        update_config(args.cfg, cfg)
+        if not cfg.EXPERIMENT:
+            cfg.EXPERIMENT = os.path.splitext(os.path.basename(args.cfg))[0]
+    elif recorded is not None:
+        cfg = recorded
+    elif weights:
+        raise ConfigError('{}: records no config (a checkpoint of the original, or bare '
+                          'weights): give its yaml with --cfg'.format(weights))
+    else:
+        raise ConfigError('--cfg: give the experiment yaml (or a --model-file that records '
+                          'its config)')
     update_config_from_list(config_overrides(getattr(args, 'opts', [])), cfg)
     apply_flags(args, flag_keys, cfg)
-    return check_config(cfg).freeze()
+    check_config(cfg)
+    if args.cfg and recorded is not None:
+        check_same_network(cfg, recorded, weights)
+    return cfg.freeze()
 
 
-def load_fresh_config(args, flag_keys=None):
+def load_fresh_config(args, flag_keys=None, weights=None, recorded=None):
     """load_config (its name in the tools)."""
-    return load_config(args, flag_keys)
+    return load_config(args, flag_keys, weights=weights, recorded=recorded)

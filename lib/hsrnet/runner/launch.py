@@ -4,11 +4,12 @@ import gc
 import logging
 import signal
 import sys
+import time
 from dataclasses import dataclass
 
 import torch
 
-from hsrnet.runner.setup import configure_backends, create_logger, select_device
+from hsrnet.runner.setup import configure_backends, create_logger, record_run, select_device
 from hsrnet.utils import runlock
 from hsrnet.utils.cpu_memory import keep_freed_memory
 from hsrnet.utils.distributed import DistContext, barrier, init_distributed, shutdown_distributed
@@ -81,6 +82,9 @@ def run_job(job_class, args):
 def _build_and_run(job_class, args, holder, log):
     try:
         holder.append(job_class(args))
+        ctx = getattr(holder[0], 'ctx', None)
+        if ctx is not None and ctx.dist.is_main:   # set up: the run's record is kept
+            record_run(holder[0].cfg, ctx.output_dir, ctx.started, ctx.phase, sys.argv)
     except SETUP_ERRORS as error:
         return report_error(error, SETUP_ERROR_STATUS)
     try:
@@ -107,6 +111,8 @@ class RunContext:
     output_dir: str
     tb_log_dir: str
     precision: Precision
+    phase: str = 'train'
+    started: str = ''   # the run's start time, as in its log file's name
 
     @property
     def replicas(self):
@@ -120,10 +126,13 @@ class RunContext:
 
 def setup_run(cfg, cfg_file, phase):
     """Join torchrun's process group if any, create the output folders and the
-    log, and choose the device and precision."""
+    log, and choose the device and precision. `cfg_file` None: the config came
+    from a checkpoint (its EXPERIMENT names the folders)."""
     dist_ctx = init_distributed()
-    logger, output_dir, tb_log_dir = create_logger(cfg, cfg_file, phase, dist_ctx.rank)
-    logger.info('%s: %s, %d process(es)%s; outputs in %s', phase, cfg_file,
+    started = time.strftime('%Y-%m-%d-%H-%M-%S')
+    logger, output_dir, tb_log_dir = create_logger(cfg, cfg_file, phase, dist_ctx.rank, started)
+    logger.info('%s: %s, %d process(es)%s; outputs in %s', phase,
+                cfg_file or 'the config recorded in the checkpoint',
                 dist_ctx.world_size, ' ({})'.format(torch.distributed.get_backend())
                 if torch.distributed.is_available() and torch.distributed.is_initialized()
                 else '', output_dir)
@@ -133,4 +142,5 @@ def setup_run(cfg, cfg_file, phase):
         logger.info('SPEED.CPU_MALLOC_CACHE: freed memory is kept for reuse')
     precision = Precision(cfg, device)
     logging.getLogger(__name__).info('device %s (%s)', device, precision.describe())
-    return RunContext(cfg, dist_ctx, device, gpus, output_dir, tb_log_dir, precision)
+    return RunContext(cfg, dist_ctx, device, gpus, output_dir, tb_log_dir, precision, phase,
+                      started)

@@ -2,6 +2,7 @@
 device, the cuDNN settings."""
 import logging
 import os
+import shlex
 import sys
 import time
 
@@ -24,21 +25,23 @@ def _dataset_folder(cfg):
     return name.replace(':', '_')
 
 
-def output_dirs(cfg, cfg_file):
-    """(OUTPUT_DIR/<dataset>/<model>/<cfg stem>, LOG_DIR/<dataset>/<model>/<cfg stem>_<time>)."""
+def output_dirs(cfg, cfg_file, time_str=None):
+    """(OUTPUT_DIR/<dataset>/<model>/<experiment>, LOG_DIR/<dataset>/<model>/<experiment>_<time>,
+    time), the experiment being EXPERIMENT or, unset, the yaml file's stem."""
     dataset = _dataset_folder(cfg)
     model_name = get_model_name(cfg)[0]
-    cfg_stem = os.path.splitext(os.path.basename(cfg_file))[0]
-    time_str = time.strftime('%Y-%m-%d-%H-%M-%S')
+    cfg_stem = cfg.get('EXPERIMENT') or os.path.splitext(os.path.basename(cfg_file))[0]
+    time_str = time_str or time.strftime('%Y-%m-%d-%H-%M-%S')
     final_output_dir = os.path.join(cfg.OUTPUT_DIR, dataset, model_name, cfg_stem)
     tb_log_dir = os.path.join(cfg.LOG_DIR, dataset, model_name,
                               '{}_{}'.format(cfg_stem, time_str))
     return final_output_dir, tb_log_dir, time_str
 
 
-def create_logger(cfg, cfg_file, phase='train', rank=0):
-    """Create the output folders, log to the console and to a file beside the
-    checkpoints, and keep a copy of the merged config there.
+def create_logger(cfg, cfg_file, phase='train', rank=0, time_str=None):
+    """Create the output folders and log to the console and to a file beside the
+    checkpoints (<experiment>_<time>_<phase>.log), as the original did; the run's
+    config is recorded once the run is set up (record_run).
 
     Only rank 0 writes files and logs at INFO; other ranks report warnings only.
     The TensorBoard folder is made for the 'train' phase only. Rank 0 locks the
@@ -46,7 +49,7 @@ def create_logger(cfg, cfg_file, phase='train', rank=0):
     removes the temporary files an interrupted save left there.
     Returns (logger, final_output_dir, tb_log_dir).
     """
-    final_output_dir, tb_log_dir, time_str = output_dirs(cfg, cfg_file)
+    final_output_dir, tb_log_dir, time_str = output_dirs(cfg, cfg_file, time_str)
     console = logging.StreamHandler(sys.stdout)
     if rank != 0:
         logging.basicConfig(level=logging.WARNING, handlers=[console], force=True,
@@ -63,10 +66,20 @@ def create_logger(cfg, cfg_file, phase='train', rank=0):
     file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logging.getLogger().addHandler(file_handler)
     remove_stale_temp_files(final_output_dir)
-    config_text = dump_config(cfg).encode('utf-8')
-    write_atomically(os.path.join(final_output_dir, '{}_config.yaml'.format(phase)),
-                     lambda f: f.write(config_text))
     return logging.getLogger(), final_output_dir, tb_log_dir
+
+
+def record_run(cfg, output_dir, time_str, phase, argv):
+    """The run's merged config and command line, once the run is set up (a run that
+    fails at setup leaves the folder as it was): kept per run beside its log
+    (<experiment>_<time>_<phase>_config.yaml, the command line in its first line),
+    and as <phase>_config.yaml, the latest run's."""
+    stem = os.path.basename(output_dir)
+    text = '# {}\n{}'.format(' '.join(shlex.quote(a) for a in argv), dump_config(cfg))
+    for name in ('{}_{}_{}_config.yaml'.format(stem, time_str, phase),
+                 '{}_config.yaml'.format(phase)):
+        write_atomically(os.path.join(output_dir, name),
+                         lambda f: f.write(text.encode('utf-8')))
 
 
 def parse_gpus(gpus):

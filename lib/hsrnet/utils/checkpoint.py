@@ -111,18 +111,20 @@ def load_pose_checkpoint(model, path_or_state):
     missing = [key for key in own if key not in state
                and not key.endswith('num_batches_tracked')]
     unexpected = [key for key in state if key not in own]
-    mismatched = ['{} (file {}, model {})'.format(key, tuple(value.shape), tuple(own[key].shape))
-                  for key, value in state.items()
-                  if key in own and value.shape != own[key].shape]
+    misshapen = {key: (tuple(value.shape), tuple(own[key].shape)) for key, value in state.items()
+                 if key in own and value.shape != own[key].shape}
+    mismatched = ['{} (file {}, model {})'.format(key, *shapes) for key, shapes in misshapen.items()]
     for what, keys in (('missing keys', missing), ('unexpected keys', unexpected),
                        ('shape mismatches', mismatched)):
         if keys:
             problems.append(_listing(what, keys))
     if problems:
-        raise ValueError('{} does not fit the model {} (check MODEL.NAME, MODEL.EXTRA.NUM_LAYERS '
-                         'and the deconv settings): {}'.format(
-                             source, getattr(net, 'arch', type(net).__name__),
-                             '; '.join(problems)))
+        # the network names the settings behind its parameters (a model of our own)
+        explain = getattr(net, 'settings_behind', None)
+        keys = explain(missing, unexpected, misshapen) if explain else []
+        raise ValueError('{} does not fit the model {} (check {}): {}'.format(
+            source, getattr(net, 'arch', type(net).__name__),
+            ', '.join(keys) or 'the model settings', '; '.join(problems)))
     if dropped:
         logger.info("=> %s: dropped %d keys of layers the original built but never used",
                     source, len(dropped))
@@ -136,6 +138,26 @@ def save_atomic(obj, path):
     so that `path` is always either the old file or the complete new one. A failed
     write (disk full, ...) is a WriteError naming the file and the OS error."""
     write_atomically(path, lambda f: torch.save(obj, f))
+
+
+# what this project's training writes beside the weights in every checkpoint: the
+# merged config as yaml text, the experiment's name, the project's version
+RECORD_KEYS = ('config', 'experiment', 'version')
+
+
+def recorded_run(checkpoint):
+    """{'config', 'experiment', 'version'} of a checkpoint this project's training
+    wrote, or None (the original's checkpoints, bare state_dicts)."""
+    if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get('config'), str):
+        return {key: checkpoint.get(key) for key in RECORD_KEYS}
+    return None
+
+
+def save_weights(state_dict, path, record):
+    """The weights with the run's record (`recorded_run` reads it back), atomically:
+    {'state_dict': ..., 'config': ..., 'experiment': ..., 'version': ...};
+    `torch.load(path)['state_dict']` gives the weights."""
+    save_atomic(dict(record, state_dict=state_dict), path)
 
 
 def save_checkpoint(states, is_best, output_dir, filename='checkpoint.pth.tar'):
