@@ -8,7 +8,7 @@ PATH is an image, a folder of images, a video file or a webcam index (0, 1, ...)
 Person boxes come from --boxes (a COCO results json matched by "file_name" or
 "image_id"; for a video image_id is the frame index), --whole-image (one box per
 picture), --detector (a person detector in a local ONNX file; its input/output
-layout is in lib/core/person_boxes.py), or by default OpenCV's HOG people
+layout is in lib/hsrnet/apps/person_boxes.py), or by default OpenCV's HOG people
 detector (when the installed OpenCV has it). Writes into DIR the pictures
 (<name>_pose.jpg) or the video (<name>_pose.mp4) with the skeletons drawn, and
 DIR/keypoints.json: COCO results records (image_id, category_id, keypoints,
@@ -24,13 +24,13 @@ import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 
 import numpy as np
 
-from core.estimator import PoseEstimator
-from core.person_boxes import BoxesFile, HogPeopleDetector, OnnxPersonDetector, WholeImage
-from core.tracking import PoseTracker
-from runner.cli import add_opts, base_parser, load_fresh_config
-from utils.errors import ConfigError, DataError
-from utils.media import Source, StagedOutput, image_id_of
-from utils.vis import draw_poses
+from hsrnet.apps.estimator import PoseEstimator
+from hsrnet.apps.person_boxes import BoxesFile, HogPeopleDetector, OnnxPersonDetector, WholeImage
+from hsrnet.apps.tracking import PoseTracker
+from hsrnet.runner.cli import add_opts, base_parser, load_fresh_config
+from hsrnet.utils.errors import ConfigError, DataError
+from hsrnet.apps.media import Source, StagedOutput, image_id_of
+from hsrnet.utils.vis import draw_poses
 
 INFER_FLAGS = {
     'flip_test': ('TEST.FLIP_TEST', bool),
@@ -54,7 +54,7 @@ def parse_args(argv=None):
     boxes.add_argument('--whole-image', action='store_true',
                        help='one box per picture: the whole picture (single persons)')
     boxes.add_argument('--detector', help='a person detector as an ONNX file (layout: '
-                                          'lib/core/person_boxes.py)')
+                                          'lib/hsrnet/apps/person_boxes.py)')
     parser.add_argument('--detector-size', type=int, nargs=2, default=[640, 640],
                         metavar=('W', 'H'), help='input size of a detector whose size is not '
                                                  'fixed in the file (default 640 640)')

@@ -6,7 +6,7 @@ Works in one process (CPU, one GPU, or `--gpus 0,1` with DataParallel) and under
 rank 0 evaluates the gathered results.
 
 `--save-heatmaps [PATH]` also keeps the (flip-averaged) heatmaps with their boxes
-(core.heatmap_cache), so that tools/redecode.py can try other decoding and
+(engine.heatmap_cache), so that tools/redecode.py can try other decoding and
 post-processing settings without the network.
 """
 import logging
@@ -16,21 +16,12 @@ import sys
 
 import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 
-import dataset
-import models
-from dataset.batching import DeviceBatcher
-from core.function import validate_model
-from core.heatmap_cache import DTYPES
-from core.loss import JointsMSELoss
-from runner.cli import COMMON_FLAGS, add_opts, base_parser, load_config
-from runner.launch import run_job, setup_run
-from runner.setup import wrap_model
-from utils.checkpoint import load_pose_checkpoint
-from utils.distributed import DistContext
-from utils.errors import ConfigError
-from utils.loaders import build_val_loader, loader_options
-from utils.modules import unwrap_model
-from utils.preflight import check_model_output
+from hsrnet.engine.assembly import RunData, build_criterion, build_run_model
+from hsrnet.engine.heatmap_cache import DTYPES
+from hsrnet.engine.loops import validate_model
+from hsrnet.runner.cli import COMMON_FLAGS, add_opts, base_parser, load_config
+from hsrnet.runner.launch import run_job, setup_run
+from hsrnet.utils.errors import ConfigError
 
 logger = logging.getLogger('valid')
 # A config key such as TEST.BATCH_SIZE, or the word opts (not a file name).
@@ -105,25 +96,17 @@ class Validator:
         if not os.path.isfile(model_file):
             raise FileNotFoundError('model file not found: {} (give one with --model-file or '
                                     'TEST.MODEL_FILE)'.format(model_file))
-        model = models.build_model(cfg, is_train=False)
-        logger.info('loading model weights from %s', model_file)
-        load_pose_checkpoint(model, model_file)
-        # Evaluation needs no gradient sync: never DDP, DataParallel for --gpus 0,1.
-        self.model = wrap_model(ctx.precision.prepare_model(model), ctx.device, ctx.gpus,
-                                DistContext())
-        check_model_output(cfg, unwrap_model(self.model), ctx.device)
-        self.criterion = JointsMSELoss(cfg.LOSS.USE_TARGET_WEIGHT).to(ctx.device)
-        self.val_dataset = dataset.build_dataset(cfg, cfg.DATASET.TEST_SET, False)
+        self.model = build_run_model(cfg, ctx, is_train=False, weights=model_file)
+        self.criterion = build_criterion(cfg, ctx)
+        data = RunData(cfg, ctx)
+        self.val_dataset = data.dataset(cfg.DATASET.TEST_SET, False)
         if self.heatmaps_file:
             j, (w, h) = self.val_dataset.num_joints, cfg.MODEL.EXTRA.HEATMAP_SIZE
             size = len(self.val_dataset) * j * w * h * (2 if self.heatmaps_dtype == 'float16'
                                                         else 4)
             logger.info('heatmaps (%s, %.1f MB) will be saved to %s',
                         self.heatmaps_dtype, size / 2 ** 20, self.heatmaps_file)
-        self.val_loader = build_val_loader(
-            self.val_dataset, cfg.TEST.BATCH_SIZE * ctx.replicas, cfg.WORKERS, ctx.dist,
-            batcher=DeviceBatcher(cfg, ctx.device, ctx.precision.memory_format),
-            **loader_options(cfg, ctx.device))
+        self.val_loader = data.val_loader(self.val_dataset)
 
     def run(self):
         ctx = self.ctx

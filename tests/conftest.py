@@ -22,7 +22,7 @@ DETECTIONS = 'COCO_val2017_detections_AP_H_56_person.json'
 def coco_config(root, *opts):
     """The HSRNet-59 256x192 experiment pointed at the COCO-layout data in `root`
     (its detector boxes included), with `opts` KEY VALUE overrides."""
-    from core.config import get_default_config, update_config, update_config_from_list
+    from hsrnet.config import get_default_config, update_config, update_config_from_list
     cfg = update_config(COCO_YAML, get_default_config())
     update_config_from_list(['DATASET.ROOT', str(root), 'TEST.COCO_BBOX_FILE',
                              os.path.join(str(root), 'person_detection_results', DETECTIONS)]

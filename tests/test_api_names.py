@@ -196,7 +196,7 @@ def test_utils_utils_create_logger(tmp_path):
     import logging
 
     from core.config import get_default_config, update_config, update_config_from_list
-    from utils import runlock
+    from hsrnet.utils import runlock
     from utils.utils import create_logger
     cfg = update_config(COCO_YAML, get_default_config())
     update_config_from_list(['OUTPUT_DIR', str(tmp_path / 'out'), 'LOG_DIR', str(tmp_path / 'log')],

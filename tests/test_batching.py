@@ -1,4 +1,4 @@
-"""The scripts' fast data path (dataset.batching): uint8 crops from the workers,
+"""The scripts' fast data path (data.batching): uint8 crops from the workers,
 normalisation and Gaussian targets of the whole batch on the device, equal to the
 public item; the opt-in decode savings (reduced-size JPEG decode, image-grouped
 training order)."""
@@ -14,13 +14,13 @@ import pytest
 import torch
 
 from conftest import ROOT, coco_config, generate_sample
-from dataset import build_dataset
-from core.codec import HeatmapCodec
-from dataset.JointsDataset import jpeg_width
-from dataset.batching import DeviceBatcher, SampleView, collate_samples
-from utils.distributed import DistContext
-from utils.loaders import EpochSeededLoader
-from utils.transforms import get_affine_transform
+from hsrnet.data import build_dataset
+from hsrnet.head.codec import HeatmapCodec
+from hsrnet.data.joints_dataset import jpeg_width
+from hsrnet.data.batching import DeviceBatcher, SampleView, collate_samples
+from hsrnet.utils.distributed import DistContext
+from hsrnet.data.loaders import EpochSeededLoader
+from hsrnet.utils.transforms import get_affine_transform
 
 
 @pytest.fixture(scope='module')
@@ -171,11 +171,11 @@ def test_fast_path_training_gives_the_losses_of_the_item_path(sample):
     """Every opt-in off, CPU float32, same seed: the training losses of the fast path
     (train_one_epoch, device batches, loss read at PRINT_FREQ 1) are those of the
     loop before it (public items, loss.item() per iteration)."""
-    import models
-    from core.function import train_one_epoch
-    from core.loss import JointsMSELoss
-    from runner.setup import get_optimizer
-    from utils.seeding import seed_everything
+    from hsrnet import models
+    from hsrnet.engine.loops import train_one_epoch
+    from hsrnet.head.loss import JointsMSELoss
+    from hsrnet.engine.optim import get_optimizer
+    from hsrnet.utils.seeding import seed_everything
 
     cfg = coco_config(sample, 'MODEL.IMAGE_SIZE', '[48, 64]', 'MODEL.EXTRA.HEATMAP_SIZE',
                       '[12, 16]', 'MODEL.NAME', 'pose_hsrnet', 'MODEL.PRETRAINED', "''",
@@ -230,12 +230,12 @@ class FakeGrouped:
 
 
 def test_grouped_sampler_is_a_function_of_seed_epoch_and_rank():
-    from utils.loaders import GroupedDistributedSampler
+    from hsrnet.data.samplers import ImageGroupedSampler
     ds = FakeGrouped()
     image_of = {int(i): g for g, idx in enumerate(ds.groups) for i in idx}
 
     def order(seed, epoch, rank=0, world=1):
-        sampler = GroupedDistributedSampler(ds, DistContext(rank=rank, world_size=world), seed)
+        sampler = ImageGroupedSampler(ds, seed, DistContext(rank=rank, world_size=world))
         sampler.set_epoch(epoch)
         return list(sampler)
 
@@ -253,7 +253,7 @@ def test_grouped_sampler_is_a_function_of_seed_epoch_and_rank():
 
 def test_scripts_do_not_import_torchvision():
     code = ('import sys; sys.path[:0] = [{lib!r}, {scripts!r}]; import train, valid; '
-            'import dataset.batching, core.function; print("torchvision" in sys.modules)'
+            'import hsrnet.data.batching, hsrnet.engine.loops; print("torchvision" in sys.modules)'
             ).format(lib=os.path.join(ROOT, 'lib'), scripts=os.path.join(ROOT, 'pose_estimation'))
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                          timeout=120, check=True, cwd=ROOT).stdout.split()
@@ -261,9 +261,9 @@ def test_scripts_do_not_import_torchvision():
 
 
 def test_grid_sample_crops_match_opencv(sample):
-    """The GPU path's crop (dataset.gpu_decode.warp_batch; here on the CPU) with the
+    """The GPU path's crop (data.gpu_decode.warp_batch; here on the CPU) with the
     CPU path's matrices, against cv2.warpAffine: under one grey level on average."""
-    from dataset.gpu_decode import warp_batch
+    from hsrnet.data.gpu_decode import warp_batch
     cfg = coco_config(sample, 'MODEL.IMAGE_SIZE', '[96, 128]', 'MODEL.EXTRA.HEATMAP_SIZE',
                       '[24, 32]')
     ds = build_dataset(cfg, 'train2017', True)
@@ -288,7 +288,7 @@ def test_jpeg_bytes_become_tensors_without_a_warning():
     nvJPEG without a copy and without torch's not-writable warning (a fresh process,
     as torch shows that warning once per process; -W error makes it fail)."""
     code = ('import sys; sys.path.insert(0, {lib!r}); import numpy as np; '
-            'from dataset.gpu_decode import jpeg_tensors; '
+            'from hsrnet.data.gpu_decode import jpeg_tensors; '
             'a = np.frombuffer(bytes(range(8)), np.uint8); t = jpeg_tensors([a])[0]; '
             'print(t.data_ptr() == a.ctypes.data, t.tolist() == list(range(8)))'
             ).format(lib=os.path.join(ROOT, 'lib'))
@@ -305,9 +305,9 @@ def test_a_script_that_leaves_workers_running_still_exits(sample):
     code = '\n'.join([
         'import sys; sys.path.insert(0, {lib!r}); sys.path.insert(0, {tests!r})',
         'from conftest import coco_config',
-        'from dataset import build_dataset',
-        'from utils.distributed import DistContext',
-        'from utils.loaders import EpochSeededLoader',
+        'from hsrnet.data import build_dataset',
+        'from hsrnet.utils.distributed import DistContext',
+        'from hsrnet.data.loaders import EpochSeededLoader',
         'ds = build_dataset(coco_config({root!r}), "train2017", True)',
         'loader = EpochSeededLoader(ds, 2, 2, True, 0, DistContext(), False,',
         '                           persistent_workers=True)',

@@ -10,11 +10,11 @@ import pytest
 import torch
 from conftest import ROOT, SPEC
 
-import models
-from core.config import check_config, get_default_config, update_config
-from models.pose_hsrnet import PoseHSRNet
-from models.pose_resnet import PoseResNet
-from utils.checkpoint import (load_pose_checkpoint, read_checkpoint, save_atomic,
+from hsrnet import models
+from hsrnet.config import check_config, get_default_config, update_config
+from hsrnet.models.pose_hsrnet import PoseHSRNet
+from hsrnet.models.pose_resnet import PoseResNet
+from hsrnet.utils.checkpoint import (load_pose_checkpoint, read_checkpoint, save_atomic,
                               save_checkpoint)
 
 
@@ -63,7 +63,7 @@ def test_original_checkpoint_loads_into_hsr_msnet(tmp_path, caplog):
     torch.save({'epoch': 7, 'model': 'pose_hsr_msnet_59', 'state_dict': original,
                 'perf': np.float64(0.714), 'optimizer': {'state': {}, 'param_groups': []}},
                checkpoint)
-    with caplog.at_level(logging.INFO, logger='utils.checkpoint'):
+    with caplog.at_level(logging.INFO, logger='hsrnet.utils.checkpoint'):
         read = load_pose_checkpoint(model, str(checkpoint))
     assert_state_equal(model, ours)
     assert read['epoch'] == 7 and read['perf'] == pytest.approx(0.714)
@@ -200,7 +200,7 @@ def test_training_from_scratch(caplog):
     cfg = load_cfg('hsr-msnet59')
     cfg.MODEL.INIT_WEIGHTS = False  # PRETRAINED still names a file that is not there
     torch.manual_seed(0)
-    with caplog.at_level(logging.INFO, logger='models.common'):
+    with caplog.at_level(logging.INFO, logger='hsrnet.models.common'):
         model = models.build_model(cfg, is_train=True)
     assert any('from scratch' in r.getMessage() for r in caplog.records)
     fan_out = 64 * 7 * 7
@@ -230,7 +230,7 @@ def test_imagenet_weights_are_loaded_and_reported(tmp_path, caplog):
     path = str(tmp_path / 'resnet50-19c8e357.pth')
     imagenet = fake_imagenet_resnet50(path)
     model = PoseResNet(load_cfg('resnet50'))
-    with caplog.at_level(logging.INFO, logger='models.common'):
+    with caplog.at_level(logging.INFO, logger='hsrnet.models.common'):
         report = model.init_weights(path)
     backbone = [key for key in imagenet if not key.startswith('fc.')]
     assert sorted(report.loaded) == sorted(backbone)

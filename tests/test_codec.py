@@ -1,4 +1,4 @@
-"""The heatmap codec (core.codec) and the original's numerics it must keep:
+"""The heatmap codec (head.codec) and the original's numerics it must keep:
 targets, decoding (argmax, quarter offset, DARK), flip-back, crops, NMS ties."""
 import os
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA, coco_config
-from core.codec import HeatmapCodec, argmax_coords, dark_offset
-from nms import nms as nms_module
-from utils.transforms import crop_image
+from hsrnet.head.codec import HeatmapCodec, argmax_coords, dark_offset
+from hsrnet.nms import nms as nms_module
+from hsrnet.utils.transforms import crop_image
 
 COCO_PAIRS = [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12], [13, 14], [15, 16]]
 
@@ -126,7 +126,7 @@ def test_crops_equal_the_originals_on_real_coco_images():
     root = os.path.join(SHARED_DATA, 'coco_sample')
     if not os.path.isdir(root):
         pytest.skip('shared sample data not found: ' + root)
-    import dataset
+    from hsrnet import data as dataset
     cfg = coco_config(root)
     ds = dataset.build_dataset(cfg, 'val2017', False)
     rng = np.random.default_rng(3)

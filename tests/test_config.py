@@ -1,6 +1,6 @@
 import pytest
 
-from core.config import (ConfigError, check_config, get_default_config, get_model_name,
+from hsrnet.config import (ConfigError, check_config, get_default_config, get_model_name,
                          update_config, update_config_from_list, update_dir)
 
 
@@ -124,7 +124,7 @@ def test_cuda_graphs_refuse_what_cannot_be_captured(opts, message):
 
 def test_cuda_graphs_need_one_cuda_gpu():
     import torch
-    from core.cuda_graph import check_graphable
+    from hsrnet.engine.cuda_graph import check_graphable
     model = torch.nn.Conv2d(3, 4, 1)
     with pytest.raises(ConfigError, match='needs a CUDA GPU; this run is on cpu'):
         check_graphable(model)

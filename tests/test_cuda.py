@@ -99,9 +99,9 @@ def test_gpu_speed_settings_train(sample, tmp_path):
 
 def test_device_batches_on_the_gpu_equal_the_cpu(sample):
     from conftest import coco_config
-    from dataset import build_dataset
-    from dataset.batching import DeviceBatcher
-    from utils.loaders import collate_samples
+    from hsrnet.data import build_dataset
+    from hsrnet.data.batching import DeviceBatcher
+    from hsrnet.data.loaders import collate_samples
     cfg = coco_config(sample)
     ds = build_dataset(cfg, 'val2017', False)
     raw = collate_samples([ds.load_sample(i) for i in range(min(len(ds), 6))])
@@ -114,10 +114,10 @@ def test_device_batches_on_the_gpu_equal_the_cpu(sample):
 
 def test_gpu_decode_and_warp_close_to_opencv(sample):
     from conftest import coco_config
-    from dataset import build_dataset
-    from dataset.batching import DeviceBatcher
-    from dataset.gpu_decode import available
-    from utils.loaders import collate_samples
+    from hsrnet.data import build_dataset
+    from hsrnet.data.batching import DeviceBatcher
+    from hsrnet.data.gpu_decode import available
+    from hsrnet.data.loaders import collate_samples
     if not available():
         pytest.skip('LOADER.GPU_DECODE needs torchvision (not installed)')
     cfg = coco_config(sample)
@@ -141,15 +141,15 @@ def test_training_iteration_makes_no_host_sync(sample):
     The first iteration (cuDNN's tuning, the optimizer's state, the codec's table
     copied once) runs before it."""
     from tiny_model import tiny_config
-    from core.evaluate import accuracy_on_device
-    from core.function import TrainingWindow, training_step
-    from core.loss import JointsMSELoss
-    from dataset import build_dataset
-    from dataset.batching import DeviceBatcher
-    from runner.setup import get_optimizer
-    from utils.loaders import collate_samples
-    from utils.precision import Precision
-    import models
+    from hsrnet.head.accuracy import accuracy_on_device
+    from hsrnet.engine.loops import TrainingWindow, training_step
+    from hsrnet.head.loss import JointsMSELoss
+    from hsrnet.data import build_dataset
+    from hsrnet.data.batching import DeviceBatcher
+    from hsrnet.engine.optim import get_optimizer
+    from hsrnet.data.loaders import collate_samples
+    from hsrnet.engine.precision import Precision
+    from hsrnet import models
     device = torch.device('cuda')
     cfg = tiny_config('DATASET.ROOT', sample, 'AMP.ENABLED', 'true', 'AMP.DTYPE', 'bfloat16',
                       'CHANNELS_LAST', 'true', 'SPEED.FUSED_OPTIMIZER', 'true')
@@ -188,7 +188,7 @@ def test_cuda_graphs_train_as_the_eager_step(sample, tmp_path):
     """SPEED.CUDA_GRAPHS replays the captured step: 2 epochs (the lr drops after the
     first, the last batch of each epoch is smaller and runs eagerly) end with the
     eager run's weights and BatchNorm counts, uninterrupted and resumed alike."""
-    from dataset import build_dataset
+    from hsrnet.data import build_dataset
     from tiny_model import tiny_config
     persons = len(build_dataset(tiny_config('DATASET.ROOT', sample), 'train2017', True))
     batch = next(b for b in range(persons // 2, 1, -1) if persons % b)   # a smaller last batch
@@ -230,11 +230,11 @@ def test_compiled_and_graphed_step_trains_as_the_eager_one(dtype, tolerance):
     gradient's sign) carry such differences on (measured on an H200 with TF32: 0.7%)."""
     import functools
     from tiny_model import tiny_config
-    from core.function import make_training_step, training_step
-    from core.loss import JointsMSELoss
-    from runner.setup import get_optimizer
-    from utils.precision import Precision
-    import models
+    from hsrnet.engine.loops import make_training_step, training_step
+    from hsrnet.head.loss import JointsMSELoss
+    from hsrnet.engine.optim import get_optimizer
+    from hsrnet.engine.precision import Precision
+    from hsrnet import models
     device = torch.device('cuda')
     cfg = tiny_config('AMP.ENABLED', str(dtype == 'bfloat16').lower(), 'AMP.DTYPE', 'bfloat16',
                       'CHANNELS_LAST', 'true', 'SPEED.FUSED_OPTIMIZER', 'true',

@@ -6,13 +6,13 @@ import os
 import numpy as np
 import pytest
 
-import dataset
+from hsrnet import data as dataset
 from conftest import DETECTIONS, coco_config, generate_sample
-from core.inference import get_final_preds
+from hsrnet.head.inference import get_final_preds
 from test_train_valid import check_ok, output_dir_of, run_script, train_args, \
     valid_args
-from utils.errors import ConfigError
-from utils.keypoints import COCO_KEYPOINTS
+from hsrnet.utils.errors import ConfigError
+from hsrnet.utils.keypoints import COCO_KEYPOINTS
 
 KEEP = [0] + list(range(5, 17))        # nose, shoulders ... ankles
 OLD_TO_NEW = {old: new for new, old in enumerate(KEEP)}

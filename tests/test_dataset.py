@@ -10,11 +10,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import dataset
 from conftest import DETECTIONS, SHARED_DATA, coco_config
-from core.config import ConfigError, get_default_config, update_config_from_list
-from dataset import COCODataset, ImageGroupedSampler, MPIIDataset, build_dataset
-from utils.transforms import affine_transform_points, get_affine_transform
+from hsrnet.config import ConfigError, get_default_config, update_config_from_list
+from hsrnet.data import COCODataset, ImageGroupedSampler, MPIIDataset, build_dataset
+from hsrnet.utils.transforms import affine_transform_points, get_affine_transform
 
 COCO_SAMPLE = os.path.join(SHARED_DATA, 'coco_sample')
 MPII_SAMPLE = os.path.join(SHARED_DATA, 'mpii_sample')
@@ -84,11 +83,14 @@ def write_dot_dataset(tmp_path):
 # -- names and construction ----------------------------------------------------------------
 
 def test_public_names_and_build_dataset(tmp_path):
-    assert dataset.coco is COCODataset and dataset.mpii is MPIIDataset
-    from dataset.coco import COCODataset as by_module
+    import importlib
+    original = importlib.import_module('dataset')   # the original's name, a shim
+    assert original.coco is COCODataset and original.mpii is MPIIDataset
+    from hsrnet.data.coco import COCODataset as by_module
     assert by_module is COCODataset
     cfg = coco_config(need(COCO_SAMPLE), 'TEST.USE_GT_BBOX', 'true')
-    by_name = eval('dataset.' + cfg.DATASET.DATASET)(cfg, cfg.DATASET.ROOT, 'val2017', False, None)
+    by_name = getattr(original, cfg.DATASET.DATASET)(cfg, cfg.DATASET.ROOT, 'val2017', False,
+                                                     None)
     assert isinstance(by_name, COCODataset) and len(by_name) == 12
     cfg.DATASET.DATASET = 'lsp'
     with pytest.raises(ConfigError, match=r"unknown DATASET.DATASET 'lsp'.*coco, mpii"):
@@ -221,7 +223,7 @@ def test_images_are_decoded_once_per_image(monkeypatch):
     groups = ds.image_groups()
     assert len(groups) == 4 and all(np.all(np.diff(g) == 1) for g in groups)  # adjacent
     reads = []
-    module = importlib.import_module('dataset.JointsDataset')   # the package exports the class
+    module = importlib.import_module('hsrnet.data.joints_dataset')   # the package exports the class
     real_read = module.read_image_file
     monkeypatch.setattr(module, 'read_image_file', lambda path, factor: reads.append(path)
                         or real_read(path, factor))

@@ -19,7 +19,7 @@ def run_demo(args):
 
 
 def test_demo_trains_validates_and_reports_ap_and_cpu(sample, tmp_path):
-    from utils.precision import cpu_features, cpu_name
+    from hsrnet.engine.precision import cpu_features, cpu_name
     out_dir = str(tmp_path)
     result = run_demo(tiny_opts(sample, out_dir))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -10,10 +10,10 @@ import pytest
 from scipy.io import loadmat, savemat
 from torch.utils.data import DataLoader
 
-import dataset
+from hsrnet import data as dataset
 from conftest import DETECTIONS, ROOT, SHARED_DATA, coco_config
-from core.config import get_default_config, update_config_from_list
-from core.inference import get_final_preds
+from hsrnet.config import get_default_config, update_config_from_list
+from hsrnet.head.inference import get_final_preds
 
 COCO_SAMPLE = os.path.join(SHARED_DATA, 'coco_sample')
 MPII_SAMPLE = os.path.join(SHARED_DATA, 'mpii_sample')
@@ -220,8 +220,8 @@ def test_mpii_oracle_pckh_is_100(tmp_path, caplog):
 def test_mpii_persons_of_skipped_images_count_as_misses(tmp_path, caplog):
     # valid.py under DATASET.SKIP_BAD_IMAGES: predictions carry their dataset
     # indices, and PCKh scores the persons without one as misses (not a traceback)
-    from evaluation.mpii import PCKhMetric
-    from evaluation.predictions import PosePredictions
+    from hsrnet.evaluation.mpii import PCKhMetric
+    from hsrnet.evaluation.predictions import PosePredictions
     src = need(MPII_SAMPLE)
     root = tmp_path / 'mpii'
     shutil.copytree(os.path.join(src, 'annot'), root / 'annot')

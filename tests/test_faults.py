@@ -139,7 +139,7 @@ def edit_json(path, change):
 # ------------------------------------------------- 1. validated inputs
 
 def test_bad_detection_boxes_are_skipped_with_one_warning(sample, tmp_path, caplog):
-    import dataset
+    from hsrnet import data as dataset
     root = copy_sample(sample, tmp_path)
     path = os.path.join(str(root), DETECTIONS)
     cfg = tiny_config(root, 'TEST.USE_GT_BBOX', 'false')
@@ -164,7 +164,7 @@ def test_bad_detection_boxes_are_skipped_with_one_warning(sample, tmp_path, capl
 
 def test_annotation_boxes_of_zero_or_negative_size_are_skipped_and_counted(sample, tmp_path,
                                                                            caplog):
-    import dataset
+    from hsrnet import data as dataset
     root = copy_sample(sample, tmp_path)
     path = os.path.join(str(root), 'annotations', 'person_keypoints_val2017.json')
     before = len(dataset.build_dataset(tiny_config(root), 'val2017', False))
@@ -188,7 +188,7 @@ def test_annotation_boxes_of_zero_or_negative_size_are_skipped_and_counted(sampl
 
 
 def test_keypoints_of_the_wrong_length_name_file_and_annotation(sample, tmp_path):
-    import dataset
+    from hsrnet import data as dataset
     root = copy_sample(sample, tmp_path)
     path = os.path.join(str(root), 'annotations', 'person_keypoints_val2017.json')
     ids = []
@@ -219,13 +219,13 @@ class NaNModel(torch.nn.Module):
 
 
 def test_non_finite_predictions_are_refused_before_anything_is_written(sample, tmp_path):
-    import dataset
-    from core.function import validate
-    from utils.errors import NonFinitePredictionError
-    from core.loss import JointsMSELoss
-    from utils.distributed import DistContext
-    from utils.fileio import write_json_atomically
-    from utils.loaders import build_val_loader
+    from hsrnet import data as dataset
+    from hsrnet.engine.loops import validate
+    from hsrnet.utils.errors import NonFinitePredictionError
+    from hsrnet.head.loss import JointsMSELoss
+    from hsrnet.utils.distributed import DistContext
+    from hsrnet.utils.fileio import write_json_atomically
+    from hsrnet.data.loaders import build_val_loader
     cfg = tiny_config(sample, 'TEST.USE_GT_BBOX', 'false')
     ds = dataset.build_dataset(cfg, 'val2017', False)
     loader = build_val_loader(ds, 4, 0, DistContext(), False)
@@ -249,7 +249,7 @@ def test_non_finite_predictions_are_refused_before_anything_is_written(sample, t
 # ------------------------------------------------- 2. images checked as decoded
 
 def test_truncated_jpeg_and_wrong_size_are_data_errors_naming_the_file(sample, tmp_path):
-    import dataset
+    from hsrnet import data as dataset
     root = copy_sample(sample, tmp_path)
     truncated, small = val_image(root, 0), val_image(root, 1)
     truncate(truncated)
@@ -328,8 +328,8 @@ def _epoch(loader, epoch, start=0):
 
 @pytest.mark.parametrize('workers', [0, 2])
 def test_a_resumed_epoch_gets_the_same_samples_and_augmentation(workers):
-    from utils.distributed import DistContext
-    from utils.loaders import EpochSeededLoader
+    from hsrnet.utils.distributed import DistContext
+    from hsrnet.data.loaders import EpochSeededLoader
     make = lambda w: EpochSeededLoader(_Items(), 3, w, True, 5, DistContext(), False)
     order, aug = _epoch(make(0), 2)
     assert sorted(order) == list(range(11))
@@ -345,8 +345,8 @@ def test_a_resumed_epoch_gets_the_same_samples_and_augmentation(workers):
 def test_a_second_signal_stops_at_once_in_one_line(capsys):
     """The first SIGTERM/SIGINT is a request (the step finishes, a checkpoint is
     saved); a second one stops at once, as does Ctrl-C during setup."""
-    from runner.launch import run_job
-    from utils.preemption import StopSignals, StoppedAtOnce
+    from hsrnet.runner.launch import run_job
+    from hsrnet.utils.preemption import StopSignals, StoppedAtOnce
     with StopSignals() as stop:
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.requested and stop.name == 'SIGTERM'
@@ -511,8 +511,8 @@ def full_disk_open(path, mode='r', *args, **kwargs):
 
 
 def test_failed_checkpoint_write_is_one_error_and_keeps_the_old_file(tmp_path, monkeypatch):
-    from utils import fileio
-    from utils.checkpoint import save_atomic
+    from hsrnet.utils import fileio
+    from hsrnet.utils.checkpoint import save_atomic
     path = str(tmp_path / 'checkpoint.pth.tar')
     save_atomic({'w': torch.zeros(3)}, path)
     with open(path, 'rb') as f:
@@ -532,7 +532,7 @@ def test_failed_checkpoint_write_is_one_error_and_keeps_the_old_file(tmp_path, m
 FULL_DISK_WRAPPER = '''
 import errno, io, os, runpy, sys
 sys.path[:0] = [{lib!r}, os.path.dirname({script!r})]
-import utils.fileio
+from hsrnet.utils import fileio
 
 class FullDisk(io.FileIO):
     def write(self, data):
@@ -548,7 +548,7 @@ def open_on_a_filling_disk(path, mode='r', *args, **kwargs):
             return FullDisk(path, mode.replace('b', ''))
     return open(path, mode, *args, **kwargs)
 
-utils.fileio.open = open_on_a_filling_disk
+fileio.open = open_on_a_filling_disk
 sys.argv = [{script!r}] + sys.argv[1:]
 runpy.run_path({script!r}, run_name='__main__')
 '''
@@ -574,8 +574,8 @@ def test_full_disk_at_save_is_one_line_in_console_and_log(sample, tmp_path):
 
 
 def test_failed_log_and_tensorboard_writes_are_one_line_each(tmp_path, capsys, caplog):
-    from utils.fileio import ReportingFileHandler
-    from utils.tensorboard import TensorBoardWriter
+    from hsrnet.utils.fileio import ReportingFileHandler
+    from hsrnet.utils.tensorboard import TensorBoardWriter
     log_file = str(tmp_path / 'run.log')
     handler = ReportingFileHandler(log_file)
     log = logging.getLogger('test_faults.log')
@@ -615,7 +615,7 @@ def test_failed_log_and_tensorboard_writes_are_one_line_each(tmp_path, capsys, c
 HOLD_LOCK = '''
 import sys, time
 sys.path.insert(0, {lib!r})
-from utils import runlock
+from hsrnet.utils import runlock
 runlock.acquire({folder!r}, 'train')
 print('locked', flush=True)
 time.sleep(60)
@@ -623,7 +623,7 @@ time.sleep(60)
 
 
 def test_run_lock_names_the_holder_and_takes_over_a_stale_one(tmp_path, caplog):
-    from utils import runlock
+    from hsrnet.utils import runlock
     folder = str(tmp_path)
     holder = subprocess.Popen([sys.executable, '-c', HOLD_LOCK.format(
         lib=os.path.join(ROOT, 'lib'), folder=folder)], stdout=subprocess.PIPE, text=True)
@@ -654,7 +654,7 @@ def test_run_lock_names_the_holder_and_takes_over_a_stale_one(tmp_path, caplog):
 # ------------------------------------------------- 6. config consistency at setup
 
 def test_image_size_must_be_four_times_the_heatmap_size():
-    from core.config import ConfigError, check_config, get_default_config
+    from hsrnet.config import ConfigError, check_config, get_default_config
     cfg = get_default_config()
     cfg.MODEL.IMAGE_SIZE = [192, 256]
     with pytest.raises(ConfigError) as info:
@@ -667,7 +667,7 @@ def test_image_size_must_be_four_times_the_heatmap_size():
 
 @pytest.mark.parametrize('key', ['TRAIN.BATCH_SIZE', 'TEST.BATCH_SIZE'])
 def test_a_bad_batch_size_names_its_key(key):
-    from core.config import ConfigError, check_config, get_default_config
+    from hsrnet.config import ConfigError, check_config, get_default_config
     cfg = get_default_config()
     group, leaf = key.split('.')
     cfg[group][leaf] = 0
@@ -677,9 +677,9 @@ def test_a_bad_batch_size_names_its_key(key):
 
 
 def test_the_size_the_model_actually_outputs_is_checked():
-    import models
-    from core.config import ConfigError, get_default_config, update_config_from_list
-    from utils.preflight import check_model_output
+    from hsrnet import models
+    from hsrnet.config import ConfigError, get_default_config, update_config_from_list
+    from hsrnet.engine.preflight import check_model_output
     cfg = get_default_config()
     update_config_from_list(['MODEL.IMAGE_SIZE', '[32, 64]', 'MODEL.EXTRA.HEATMAP_SIZE',
                              '[8, 16]', 'MODEL.INIT_WEIGHTS', 'false',
@@ -744,7 +744,7 @@ def test_paths_with_spaces_and_non_ascii_characters(sample, reference, tmp_path)
 
 
 def _wait_ignoring_stop_signals():
-    from utils.preemption import ignore_stop_signals
+    from hsrnet.utils.preemption import ignore_stop_signals
     ignore_stop_signals()
     time.sleep(60)
 
@@ -753,8 +753,8 @@ def test_run_job_ends_its_own_leftover_workers_only():
     """A worker left waiting after an error (it ignores SIGTERM, as DataLoader
     workers do) is killed when the run ends; the caller's own children are not."""
     import multiprocessing
-    from runner.launch import run_job
-    from utils.errors import DataError
+    from hsrnet.runner.launch import run_job
+    from hsrnet.utils.errors import DataError
     fork = multiprocessing.get_context('fork')
     callers = fork.Process(target=time.sleep, args=(60,), daemon=True)
     callers.start()

@@ -29,7 +29,7 @@ Everything runs on data generated here with fixed seeds (nothing downloaded):
   initial weights' sum of |w|, each batch's sample indices and the sums of its
   input, target and target_weight, so that a failure says whether the
   initialisation, the data or the step moved.
-- decoding (test_decode_*): core.codec.HeatmapCodec / core.inference on seeded
+- decoding (test_decode_*): head.codec.HeatmapCodec / core.inference on seeded
   synthetic heatmaps (Gaussian peaks at sub-pixel positions, varied widths and
   heights, noise, peaks on and near the border, a joint whose maximum is not
   positive) with image-sized centers and scales: every decoding option of the
@@ -83,7 +83,7 @@ GOLDEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'golden')
 FILES = {'valid': 'valid.json', 'train': 'train.json', 'decode': 'decode.json',
          'oracle': 'oracle_ap.json'}
 
-# The generated sample (dataset.synthetic.generate, as tools/make_sample_data.py).
+# The generated sample (samples.synthetic.generate, as tools/make_sample_data.py).
 SAMPLE = {'seed': 1, 'train_images': 2, 'val_images': 3}
 MODEL_SEED = 0        # tests/tiny_model.py's seeded random weights
 DATA_SEED = 3         # SEED: training order and augmentation
@@ -260,7 +260,7 @@ def one_torch_thread():
 
 
 def generate_sample(root):
-    from dataset.synthetic import generate
+    from hsrnet.samples.synthetic import generate
     generate(str(root), **SAMPLE)
     return str(root)
 
@@ -299,13 +299,13 @@ def compute_valid(root, out_dir, use_gt_bbox, model_seed=MODEL_SEED):
     """valid.py's evaluation (its Validator's wiring, in this process) of the tiny
     seeded network: {'image_ids', 'keypoints' (P, J, 3), 'scores' (P,), 'metrics'
     (the ten COCO numbers), 'metric_names', 'loss', 'accuracy'}."""
-    import dataset
-    from core.function import validate_model
-    from core.loss import JointsMSELoss
-    from dataset.batching import DeviceBatcher
-    from utils.distributed import DistContext
-    from utils.loaders import build_val_loader, loader_options
-    from utils.precision import Precision
+    from hsrnet import data as dataset
+    from hsrnet.engine.loops import validate_model
+    from hsrnet.head.loss import JointsMSELoss
+    from hsrnet.data.batching import DeviceBatcher
+    from hsrnet.utils.distributed import DistContext
+    from hsrnet.data.loaders import build_val_loader, loader_options
+    from hsrnet.engine.precision import Precision
 
     cfg = tiny_config(*valid_opts(root, out_dir, use_gt_bbox))
     _, model = tiny_model(model_seed)
@@ -344,7 +344,7 @@ def compute_boxes(root, out_dir):
     the ground-truth boxes, and with the detector boxes at TEST.IMAGE_THRE 0 (the
     demo yaml's) and 0.5. {'<boxes>': {'images' (file names), 'centers', 'scales',
     'scores'}}."""
-    import dataset
+    from hsrnet import data as dataset
     out = {}
     for name, opts in BOX_SETS.items():
         cfg = tiny_config(*sample_opts(root, out_dir) + opts)
@@ -372,9 +372,9 @@ def compute_training(root, out_dir, data_seed=DATA_SEED, steps=TRAIN_STEPS):
     initialisation they agree to 1e-5."""
     import random
 
-    import models
-    from utils.precision import Precision
-    from utils.seeding import seed_everything
+    from hsrnet import models
+    from hsrnet.engine.precision import Precision
+    from hsrnet.utils.seeding import seed_everything
 
     states = random.getstate(), np.random.get_state(), torch.get_rng_state()
     try:
@@ -398,13 +398,13 @@ def compute_training(root, out_dir, data_seed=DATA_SEED, steps=TRAIN_STEPS):
 
 
 def _train_steps(cfg, model, device, precision, out_dir, steps):
-    import dataset
-    from core.function import make_training_step, train_one_epoch
-    from core.loss import JointsMSELoss
-    from dataset.batching import DeviceBatcher
-    from runner.setup import get_optimizer
-    from utils.distributed import DistContext
-    from utils.loaders import EpochSeededLoader, loader_options
+    from hsrnet import data as dataset
+    from hsrnet.engine.loops import make_training_step, train_one_epoch
+    from hsrnet.head.loss import JointsMSELoss
+    from hsrnet.data.batching import DeviceBatcher
+    from hsrnet.engine.optim import get_optimizer
+    from hsrnet.utils.distributed import DistContext
+    from hsrnet.data.loaders import EpochSeededLoader, loader_options
 
     criterion = JointsMSELoss(cfg.LOSS.USE_TARGET_WEIGHT).to(device)
     optimizer = get_optimizer(cfg, model)
@@ -490,7 +490,7 @@ def synthetic_heatmaps(seed, persons=4, joints=17, size=(48, 64)):
 
 def flip_merged(plain, mirrored, merge):
     """The flip test's merge of the plain and the mirrored crop's heatmaps."""
-    from core.codec import HeatmapCodec
+    from hsrnet.head.codec import HeatmapCodec
     if merge == 'none':
         return plain
     back = HeatmapCodec.flip_back(mirrored.copy(), COCO_FLIP_PAIRS, shift=merge == 'flip+shift')
@@ -498,7 +498,7 @@ def flip_merged(plain, mirrored, merge):
 
 
 def decode_config(decoder, size=(48, 64), image_size=(192, 256)):
-    from core.config import get_default_config
+    from hsrnet.config import get_default_config
     cfg = get_default_config()
     cfg.MODEL.IMAGE_SIZE = list(image_size)
     cfg.MODEL.EXTRA.HEATMAP_SIZE = list(size)
@@ -512,8 +512,8 @@ def compute_decode(seed=DECODE_SEED, shift_pixels=0):
     """{'<decoder>/<merge>': {'preds' (N, J, 2), 'maxvals' (N, J, 1)}} of the codec
     (HeatmapCodec.from_config), and the same by core.inference.get_final_preds,
     which must agree bit for bit. `shift_pixels` moves the heatmaps right (teeth)."""
-    from core.codec import HeatmapCodec
-    from core.inference import get_final_preds
+    from hsrnet.head.codec import HeatmapCodec
+    from hsrnet.head.inference import get_final_preds
     plain, mirrored, centers, scales = synthetic_heatmaps(seed)
     if shift_pixels:
         plain = np.roll(plain, shift_pixels, axis=3)
@@ -541,10 +541,10 @@ def compute_oracle(root, out_dir, seed=ORACLE_SEED, shift_pixels=0):
     (core.inference.get_final_preds) and scored by the dataset's metric with the
     demo yaml's IN_VIS_THRE and OKS_THRE.
     {'<decoder>': {'keypoints', 'scores', 'metrics', 'metric_names', 'kept'}}."""
-    import dataset
-    from core.inference import get_final_preds
-    from evaluation import PosePredictions
-    from utils.transforms import affine_transform_points, get_affine_transform
+    from hsrnet import data as dataset
+    from hsrnet.head.inference import get_final_preds
+    from hsrnet.evaluation import PosePredictions
+    from hsrnet.utils.transforms import affine_transform_points, get_affine_transform
 
     cfg = tiny_config(*sample_opts(root, out_dir) + ['TEST.USE_GT_BBOX', 'true'])
     val_dataset = dataset.build_dataset(cfg, cfg.DATASET.TEST_SET, False)
@@ -735,5 +735,5 @@ def test_decode_with_another_seed_does_not_match():
 def test_config_test_keys_are_covered():
     """Every TEST.* key of the config is pinned here or said not to need it: a key
     added later fails this until it is."""
-    from core.config import get_default_config
+    from hsrnet.config import get_default_config
     assert sorted(get_default_config().TEST) == sorted(TEST_KEYS)

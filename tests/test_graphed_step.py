@@ -1,4 +1,4 @@
-"""core.cuda_graph.GraphedTrainingStep's own logic on the CPU, with CUDA's graph
+"""engine.cuda_graph.GraphedTrainingStep's own logic on the CPU, with CUDA's graph
 and stream calls stood in for: a "replay" runs the captured step again, gradients
 set to None first (as a real replay writes them). What this checks: the warm-up
 before the capture leaves no trace (weights, BatchNorm statistics and counts,
@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-import core.cuda_graph as cuda_graph
-from core.function import training_step
-from core.loss import JointsMSELoss
+from hsrnet.engine import cuda_graph
+from hsrnet.engine.loops import training_step
+from hsrnet.head.loss import JointsMSELoss
 
 
 class FakeGraph:
@@ -41,8 +41,8 @@ def fake_cuda(monkeypatch):
 
 
 def float32():
-    from core.config import get_default_config
-    from utils.precision import Precision
+    from hsrnet.config import get_default_config
+    from hsrnet.engine.precision import Precision
     return Precision(get_default_config(), torch.device('cpu'))
 
 
@@ -124,7 +124,7 @@ def test_a_failed_capture_trains_eagerly_and_says_why(fake_cuda, monkeypatch, ca
     monkeypatch.setattr(torch.cuda, 'graph', failing)
     sizes = (5, 5, 3)
     eager = train(lambda *a: functools.partial(training_step, *a), sizes)
-    with caplog.at_level('WARNING', logger='core.cuda_graph'):
+    with caplog.at_level('WARNING', logger='hsrnet.engine.cuda_graph'):
         graphed = train(cuda_graph.GraphedTrainingStep, sizes)
     assert graphed[2] == pytest.approx(eager[2], rel=1e-6, abs=1e-9)
     for (name, a), b in zip(eager[0].state_dict().items(), graphed[0].state_dict().values()):

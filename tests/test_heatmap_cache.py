@@ -1,4 +1,4 @@
-"""The heatmap cache (core.heatmap_cache), valid.py --save-heatmaps and
+"""The heatmap cache (engine.heatmap_cache), valid.py --save-heatmaps and
 tools/redecode.py: re-decoding saved float32 heatmaps with valid.py's settings
 gives valid.py's results exactly, float16 ones within 0.001 AP; bad files and
 configs are one line."""
@@ -14,11 +14,11 @@ import pytest
 
 from conftest import (DEMO_CFG, ROOT, TIMEOUT, check_ok, output_dir_of, run_script,
                       tiny_opts, valid_args)
-from core.codec import HeatmapCodec
-from core.config import get_default_config, update_config_from_list
-from core import heatmap_cache
-from core.heatmap_cache import HeatmapCacheError, load_heatmaps, save_heatmaps
-from evaluation import PosePredictions
+from hsrnet.head.codec import HeatmapCodec
+from hsrnet.config import get_default_config, update_config_from_list
+from hsrnet.engine import heatmap_cache
+from hsrnet.engine.heatmap_cache import HeatmapCacheError, load_heatmaps, save_heatmaps
+from hsrnet.evaluation import PosePredictions
 
 REDECODE = os.path.join(ROOT, 'tools', 'redecode.py')
 SET = 'val2017'
@@ -176,7 +176,9 @@ import os, runpy, sys
 import numpy as np
 import torch
 sys.path[:0] = [{lib!r}, os.path.dirname({script!r})]
-import dataset, models, utils.checkpoint, utils.preflight
+from hsrnet import data as dataset, models
+from hsrnet.engine import preflight
+from hsrnet.utils import checkpoint
 
 
 class NoisyGroundTruth(torch.nn.Module):
@@ -198,8 +200,8 @@ class NoisyGroundTruth(torch.nn.Module):
 
 
 models.build_model = lambda cfg, is_train=False: NoisyGroundTruth(cfg)
-utils.checkpoint.load_pose_checkpoint = lambda model, path: None
-utils.preflight.check_model_output = lambda *args, **kwargs: None   # no blank forward
+checkpoint.load_pose_checkpoint = lambda model, path: None
+preflight.check_model_output = lambda *args, **kwargs: None   # no blank forward
 sys.argv = [{script!r}] + sys.argv[1:]
 runpy.run_path({script!r}, run_name='__main__')
 """

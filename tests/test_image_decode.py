@@ -3,8 +3,8 @@ import cv2
 import numpy as np
 import pytest
 
-from utils import image_decode
-from utils.errors import DataError
+from hsrnet.utils import image_decode
+from hsrnet.utils.errors import DataError
 
 ENCODINGS = {
     'baseline 4:2:0': ('.jpg', [cv2.IMWRITE_JPEG_QUALITY, 90]),

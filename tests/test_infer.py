@@ -1,4 +1,4 @@
-"""The Python API (core.estimator.PoseEstimator) and pose_estimation/infer.py.
+"""The Python API (apps.estimator.PoseEstimator) and pose_estimation/infer.py.
 
 A seeded random tiny network (tests/tiny_model.py) on a 4-image generated
 sample: the API must give exactly valid.py's keypoints and scores for the same
@@ -22,9 +22,9 @@ from tiny_model import DEMO_YAML, TINY_OPTS, save_tiny_checkpoint, tiny_config
 
 sys.path.insert(0, os.path.join(ROOT, 'pose_estimation'))
 import infer  # noqa: E402
-from core.estimator import PoseEstimator  # noqa: E402
-from dataset.synthetic import DETECTION_FILE, generate  # noqa: E402
-from dataset.synthetic_video import write_video  # noqa: E402
+from hsrnet.apps.estimator import PoseEstimator  # noqa: E402
+from hsrnet.samples.synthetic import DETECTION_FILE, generate  # noqa: E402
+from hsrnet.samples.synthetic_video import write_video  # noqa: E402
 
 VAL_IMAGES = 4
 
@@ -110,7 +110,7 @@ def onnx_file(setup):
     sys.path.insert(0, os.path.join(ROOT, 'tools'))
     import export_onnx
     yaml_file = setup['folder'] / 'tiny.yaml'
-    from core.config import dump_config
+    from hsrnet.config import dump_config
     yaml_file.write_text(dump_config(tiny_config()))
     out = setup['folder'] / 'tiny.onnx'
     assert export_onnx.main(['--cfg', str(yaml_file), '--model-file', setup['ckpt'],
@@ -343,7 +343,7 @@ def test_command_line_error_has_no_traceback(setup, tmp_path):
 
 
 def test_default_detector_is_hog_or_a_clear_line(setup, tmp_path):
-    from core.person_boxes import _hog_class
+    from hsrnet.apps.person_boxes import _hog_class
     if _hog_class() is not None:
         pytest.skip('this OpenCV has the HOG detector (tested in test_person_boxes)')
     status, err = run_infer(*base_args(setup, tmp_path / 'out'), '--input', setup['images'],
@@ -365,7 +365,7 @@ def test_original_format_checkpoint_and_precision(setup, tmp_path):
     theirs = PoseEstimator(tiny_config(), original, device='cpu').estimate(image, boxes)
     np.testing.assert_array_equal(ours[0].keypoints, theirs[0].keypoints)
     bf16 = PoseEstimator(tiny_config(), setup['ckpt'], device='auto', precision='bf16')
-    from utils.precision import cpu_features
+    from hsrnet.engine.precision import cpu_features
     # Without native bf16 (an AVX2-only CPU) the CPU falls back to float32 by design.
     assert ('bfloat16' in bf16.describe()) == cpu_features()['native_bf16']
     assert bf16.estimate(image, boxes)[0].keypoints.shape == (17, 3)

@@ -1,8 +1,8 @@
 import numpy as np
 
-from core.config import get_default_config
-from core.inference import get_final_preds, get_max_preds
-from utils.transforms import affine_transform, get_affine_transform
+from hsrnet.config import get_default_config
+from hsrnet.head.inference import get_final_preds, get_max_preds
+from hsrnet.utils.transforms import affine_transform, get_affine_transform
 
 
 def reference_final_preds(heatmaps, center, scale, post_process):

@@ -8,24 +8,32 @@ import os
 import pytest
 
 from conftest import LIB, ROOT
-from runner.cli import add_opts, base_parser, config_overrides, load_fresh_config
-from utils.errors import ConfigError
+from hsrnet.runner.cli import add_opts, base_parser, config_overrides, load_fresh_config
+from hsrnet.utils.errors import ConfigError
 
-# Packages of lib/ from the top floor down; a module may import its own floor
-# and the ones below it.
-FLOORS = [{'runner'}, {'dataset'}, {'core'}, {'evaluation', 'models'}, {'nms'}, {'utils'}]
-# Shims that keep the original's module names where its scripts import them
-# (spec/API.md); they re-export from any floor, and nothing in lib imports them.
-SHIMS = {os.path.join('utils', 'utils.py')}
+PACKAGE = os.path.join(LIB, 'hsrnet')
+# The packages of hsrnet from the top floor down; a module may import its own floor
+# and the ones below it (docs/architecture.md describes them).
+FLOORS = [{'runner', 'apps'}, {'engine'}, {'config'}, {'data', 'samples'},
+          {'head', 'evaluation', 'models'}, {'nms'}, {'utils'}]
+# The original's module names (spec/API.md), shims in lib/ outside the package
+ORIGINAL_NAMES = ('core', 'dataset', 'models', 'nms', 'utils')
 
 
-def lib_imports(path):
+def imports_of(path):
+    """Absolute module names a file imports (relative imports stay in its package)."""
     tree = ast.parse(open(path).read(), path)
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            yield from (alias.name.split('.')[0] for alias in node.names)
+            yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            yield node.module.split('.')[0]
+            yield node.module
+
+
+def package_of(path):
+    """'data' for lib/hsrnet/data/loaders.py, 'config' for lib/hsrnet/config.py."""
+    parts = os.path.relpath(path, PACKAGE).split(os.sep)
+    return os.path.splitext(parts[0])[0]
 
 
 def floor_of(package):
@@ -35,28 +43,58 @@ def floor_of(package):
     return None
 
 
+def package_files():
+    for path in glob.glob(os.path.join(PACKAGE, '**', '*.py'), recursive=True):
+        if os.path.dirname(path) != PACKAGE or os.path.basename(path) == 'config.py':
+            yield path   # the root's __init__ (lazy exports) and _shims stand apart
+
+
+def test_every_package_has_a_floor():
+    found = {package_of(path) for path in package_files()}
+    assert found == set().union(*FLOORS)
+
+
 @pytest.mark.parametrize('package', sorted(set().union(*FLOORS)))
 def test_imports_point_down(package):
     own = floor_of(package)
-    for path in glob.glob(os.path.join(LIB, package, '*.py')):
-        if os.path.relpath(path, LIB) in SHIMS:
+    for path in package_files():
+        if package_of(path) != package:
             continue
-        for imported in lib_imports(path):
-            depth = floor_of(imported)
-            assert depth is None or depth >= own, '{} imports {}, a floor above'.format(
-                os.path.relpath(path, ROOT), imported)
+        for name in imports_of(path):
+            parts = name.split('.')
+            assert parts[0] not in ORIGINAL_NAMES, '{} imports the shim {}'.format(
+                os.path.relpath(path, ROOT), name)
+            if parts[0] == 'hsrnet' and len(parts) > 1:
+                depth = floor_of(parts[1])
+                assert depth is not None and depth >= own, '{} imports {}, a floor above'.format(
+                    os.path.relpath(path, ROOT), name)
 
 
-def test_shims_are_imported_by_nothing_in_lib():
-    shim_modules = {os.path.splitext(shim)[0].replace(os.sep, '.') for shim in SHIMS}
-    for path in glob.glob(os.path.join(LIB, '*', '*.py')):
-        if os.path.relpath(path, LIB) in SHIMS:
-            continue
-        source = open(path).read()
-        for module in shim_modules:
-            assert 'from {} import'.format(module) not in source and \
-                'import {}\n'.format(module) not in source, \
-                '{} imports the shim {}'.format(os.path.relpath(path, ROOT), module)
+def test_shims_are_small_and_import_only_the_package():
+    shims = [path for name in ORIGINAL_NAMES
+             for path in glob.glob(os.path.join(LIB, name, '*.py'))]
+    assert len(shims) >= 14
+    for path in shims:
+        assert len(open(path).read().splitlines()) <= 20, path
+        assert all(name.split('.')[0] in ('hsrnet', 'sys') or name.startswith('.')
+                   for name in imports_of(path)), path
+
+
+DATA_TABLES = {('config.py', '_build_defaults')}   # the default config tree
+
+
+def test_no_file_or_function_is_too_long():
+    """No module over 400 lines, no function over 80 (data tables apart)."""
+    for path in glob.glob(os.path.join(PACKAGE, '**', '*.py'), recursive=True):
+        lines = open(path).read().splitlines()
+        assert len(lines) <= 400, '{} has {} lines'.format(os.path.relpath(path, ROOT),
+                                                          len(lines))
+        for node in ast.walk(ast.parse('\n'.join(lines))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and \
+                    (os.path.basename(path), node.name) not in DATA_TABLES:
+                length = node.end_lineno - node.lineno + 1
+                assert length <= 80, '{}:{} {} has {} lines'.format(
+                    os.path.relpath(path, ROOT), node.lineno, node.name, length)
 
 
 def test_error_classes_are_defined_once():
@@ -65,7 +103,8 @@ def test_error_classes_are_defined_once():
         for node in ast.walk(ast.parse(open(path).read())):
             if isinstance(node, ast.ClassDef) and node.name.endswith('Error'):
                 defined.append((node.name, os.path.relpath(path, LIB)))
-    assert defined and all(where == os.path.join('utils', 'errors.py') for _, where in defined)
+    assert defined and all(where == os.path.join('hsrnet', 'utils', 'errors.py')
+                           for _, where in defined)
 
 
 def test_one_command_line_accepts_the_word_opts_and_rejects_stray_flags(tmp_path):
@@ -83,7 +122,7 @@ def test_one_command_line_accepts_the_word_opts_and_rejects_stray_flags(tmp_path
 @pytest.mark.parametrize('tool', ['benchmark.py', 'benchmark_data.py', 'redecode.py'])
 def test_tools_use_the_shared_command_line(tool):
     source = open(os.path.join(ROOT, 'tools', tool)).read()
-    assert 'from runner.cli import' in source and 'argparse.REMAINDER' not in source
+    assert 'from hsrnet.runner.cli import' in source and 'argparse.REMAINDER' not in source
 
 
 def test_the_original_script_flags_still_parse(monkeypatch):

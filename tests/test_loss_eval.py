@@ -12,16 +12,18 @@ import torch
 from torch.utils.data import Dataset
 
 from conftest import LIB, ROOT
-from core.config import ConfigError, get_default_config
-from core.evaluate import accuracy
-from core.loss import JointsMSELoss
-from utils.distributed import DistContext, merge_in_dataset_order
-from utils.loaders import EpochSeededLoader, ShardSampler
-from utils.meters import AverageMeter, RunPace, progress_line
-from utils.precision import Precision
-from runner.setup import get_lr_scheduler, get_optimizer, parse_gpus
-from utils.seeding import derive_seed, seed_everything, seed_sample
-from utils.vis import IMAGENET_MEAN, IMAGENET_STD, save_debug_images, to_display_images
+from hsrnet.config import ConfigError, get_default_config
+from hsrnet.head.accuracy import accuracy
+from hsrnet.head.loss import JointsMSELoss
+from hsrnet.utils.distributed import DistContext, merge_in_dataset_order
+from hsrnet.data.loaders import EpochSeededLoader
+from hsrnet.data.samplers import ShardSampler
+from hsrnet.utils.meters import AverageMeter, RunPace, progress_line
+from hsrnet.engine.precision import Precision
+from hsrnet.engine.optim import get_lr_scheduler, get_optimizer
+from hsrnet.runner.setup import parse_gpus
+from hsrnet.utils.seeding import derive_seed, seed_everything, seed_sample
+from hsrnet.utils.vis import IMAGENET_MEAN, IMAGENET_STD, save_debug_images, to_display_images
 
 
 # ---------------------------------------------------------------- loss
@@ -223,7 +225,7 @@ def test_fp16_on_cpu_becomes_bf16():
 def test_bf16_is_never_chosen_on_a_cpu_without_native_bf16(caplog):
     cfg = get_default_config()
     cfg.AMP.ENABLED, cfg.AMP.DTYPE = True, 'bfloat16'
-    with caplog.at_level('WARNING', logger='utils.precision'):
+    with caplog.at_level('WARNING', logger='hsrnet.engine.precision'):
         precision = Precision(cfg, torch.device('cpu'),
                               features={'capability': 'AVX2', 'native_bf16': False})
     assert not precision.enabled and 'no native bfloat16' in caplog.text
@@ -244,7 +246,7 @@ def test_cpu_auto_chooses_the_memory_format_from_the_cpu(capability, channels_la
 
 
 def test_cpu_features_follow_the_emulation_variables():
-    script = ('import torch, sys; sys.path.insert(0, {!r}); from utils.precision import '
+    script = ('import torch, sys; sys.path.insert(0, {!r}); from hsrnet.engine.precision import '
               'cpu_features; f = cpu_features(); print(f["capability"], f["native_bf16"])'
               ).format(os.path.join(ROOT, 'lib'))
     env = dict(os.environ, ATEN_CPU_CAPABILITY='avx2', ONEDNN_MAX_CPU_ISA='AVX2')
@@ -305,8 +307,8 @@ def test_save_debug_images_writes_all_four(tmp_path):
 
 
 def test_training_window_names_the_first_non_finite_loss_and_its_window():
-    from core.function import TrainingWindow
-    from utils.errors import NonFiniteLossError
+    from hsrnet.engine.loops import TrainingWindow
+    from hsrnet.utils.errors import NonFiniteLossError
     window = TrainingWindow(torch.device('cpu'))
     one = torch.tensor(1.0)
     for i in range(3):
@@ -321,7 +323,7 @@ def test_training_window_names_the_first_non_finite_loss_and_its_window():
 
 
 def test_accuracy_on_device_equals_accuracy():
-    from core.evaluate import accuracy_on_device
+    from hsrnet.head.accuracy import accuracy_on_device
     g = torch.Generator().manual_seed(0)
     for trial in range(10):
         output = torch.rand(5, 17, 8, 6, generator=g) - 0.3
@@ -334,7 +336,7 @@ def test_accuracy_on_device_equals_accuracy():
 
 
 def test_cpu_malloc_cache_applies_in_a_fresh_process():
-    script = ('import sys; sys.path.insert(0, {!r}); from utils.cpu_memory import '
+    script = ('import sys; sys.path.insert(0, {!r}); from hsrnet.utils.cpu_memory import '
               'keep_freed_memory; import numpy as np; ok = keep_freed_memory(); '
               'a = np.ones(1 << 24); del a; print(ok)').format(os.path.join(ROOT, 'lib'))
     out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
@@ -357,7 +359,7 @@ def test_debug_pictures_that_cannot_be_written_are_one_warning(tmp_path, caplog)
                               str(tmp_path / 'debug' / 'train_{}'.format(i)))
     warnings = [r.getMessage() for r in caplog.records if 'debug pictures' in r.getMessage()]
     assert len(warnings) == 1 and str(tmp_path / 'debug') in warnings[0]
-    from utils.vis import write_image
+    from hsrnet.utils.vis import write_image
     with pytest.raises(OSError, match=r'cannot write image .*x\.unknown'):
         write_image(str(tmp_path / 'x.unknown'), np.zeros((4, 4, 3), np.uint8))
 
@@ -376,7 +378,7 @@ def test_seed_sample_draws_what_seed_everything_draws():
 
 def _any_rank_worker(rank, init_file, results):
     import torch.distributed as dist
-    from utils.distributed import any_rank
+    from hsrnet.utils.distributed import any_rank
     dist.init_process_group('gloo', init_method='file://' + init_file, rank=rank, world_size=2)
     try:
         results[rank] = (any_rank(False), any_rank(rank == 1), any_rank(True))
@@ -386,7 +388,7 @@ def _any_rank_worker(rank, init_file, results):
 
 def test_any_rank_is_true_when_one_rank_says_so(tmp_path):
     import torch.multiprocessing as mp
-    from utils.distributed import any_rank
+    from hsrnet.utils.distributed import any_rank
     assert any_rank(True) is True and any_rank(False) is False   # a world of one
     with mp.Manager() as manager:
         results = manager.dict()
@@ -400,7 +402,7 @@ def test_workers_start_after_the_main_process_used_opencv_threads():
     import subprocess
     import sys
     script = ('import sys; sys.path.insert(0, {!r}); import cv2, numpy as np, torch; '
-              'from utils.loaders import build_val_loader; from utils.distributed import '
+              'from hsrnet.data.loaders import build_val_loader; from hsrnet.utils.distributed import '
               'DistContext; image = np.zeros((1500, 1500, 3), np.uint8); '
               'cv2.resize(cv2.warpAffine(image, np.eye(2, 3), (1500, 1500)), (700, 700)); '
               'loader = build_val_loader(list(range(6)), 3, 2, DistContext(), False); '

@@ -1,12 +1,12 @@
-"""infer.py's inputs (utils.media.Source) and staged outputs."""
+"""infer.py's inputs (apps.media.Source) and staged outputs."""
 import os
 
 import cv2
 import numpy as np
 import pytest
 
-from dataset.synthetic_video import write_video
-from utils.media import Source, StagedOutput, image_id_of
+from hsrnet.samples.synthetic_video import write_video
+from hsrnet.apps.media import Source, StagedOutput, image_id_of
 
 
 def test_folder_image_and_video_sources(tmp_path):

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from conftest import ROOT, SPEC
 
-import models
-from core.config import (MODEL_NAMES, ConfigError, check_config, get_default_config,
+from hsrnet import models
+from hsrnet.config import (MODEL_NAMES, ConfigError, check_config, get_default_config,
                          update_config)
-from models.common import projection
-from models.pose_hsr_msnet import DilatedMultiScaleBottleneck, MultiScaleBottleneck
+from hsrnet.models.common import projection
+from hsrnet.models.pose_hsr_msnet import DilatedMultiScaleBottleneck, MultiScaleBottleneck
 
 EXPERIMENTS = os.path.join(ROOT, 'experiments')
 # experiment folder -> (MODEL.NAME, NUM_LAYERS)
@@ -271,7 +271,7 @@ def test_gpu_speed_yaml_is_the_paper_yaml_with_speed_settings():
 
 @pytest.mark.parametrize('folder', ['resnet50', 'hsrnet59', 'hsr-msnet59'])
 def test_zero_init_residual_starts_each_block_as_its_shortcut(folder):
-    from models.common import ResidualBlock
+    from hsrnet.models.common import ResidualBlock
     for zero in (False, True):
         cfg = load_cfg(coco_yaml(folder, '256x192'))
         cfg.MODEL.INIT_WEIGHTS, cfg.MODEL.ZERO_INIT_RESIDUAL = False, zero

@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-import nms.nms as nms_module
+from hsrnet.nms import nms as nms_module
 from conftest import LIB
-from nms.nms import COCO_SIGMAS, nms, oks_iou, oks_nms
+from hsrnet.nms.nms import COCO_SIGMAS, nms, oks_iou, oks_nms
 
 
 @pytest.fixture(scope='module')
@@ -102,7 +102,7 @@ def test_numpy_fallback_warns_once(monkeypatch, caplog):
     monkeypatch.setattr(nms_module, 'compiled_kernels', None)
     monkeypatch.setattr(nms_module, '_warned_fallback', False)
     db = random_poses(np.random.default_rng(4), 10)
-    with caplog.at_level(logging.WARNING, logger='nms.nms'):
+    with caplog.at_level(logging.WARNING, logger='hsrnet.nms.nms'):
         first = nms_module.oks_nms(db, 0.9)
         nms_module.oks_nms(db, 0.9)
         nms_module.nms(np.array([[0, 0, 5, 5, 1.0]]), 0.5)

@@ -13,7 +13,7 @@ from tiny_model import save_tiny_checkpoint, tiny_config, tiny_model, tiny_yaml
 pytest.importorskip('onnxruntime')
 sys.path.insert(0, os.path.join(ROOT, 'tools'))
 import export_onnx  # noqa: E402
-from utils.onnx_model import OnnxPoseNet  # noqa: E402
+from hsrnet.apps.onnx_model import OnnxPoseNet  # noqa: E402
 
 
 @pytest.fixture(scope='module')

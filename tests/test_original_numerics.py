@@ -4,9 +4,9 @@ float64 and stored as float32; the rescored person score is a float32 mean of
 float32 maxvals times a float64 box score (spec/PROTOCOL.md, "Test time")."""
 import numpy as np
 
-from core.codec import HeatmapCodec
-from evaluation.coco import rescore
-from utils.transforms import get_affine_transform, transform_preds
+from hsrnet.head.codec import HeatmapCodec
+from hsrnet.evaluation.coco import rescore
+from hsrnet.utils.transforms import get_affine_transform, transform_preds
 
 
 def original_transform_preds(coords, center, scale, output_size):

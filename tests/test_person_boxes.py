@@ -5,9 +5,9 @@ import warnings
 import numpy as np
 import pytest
 
-from core.person_boxes import (BoxesFile, HogPeopleDetector, OnnxPersonDetector, WholeImage,
+from hsrnet.apps.person_boxes import (BoxesFile, HogPeopleDetector, OnnxPersonDetector, WholeImage,
                                _hog_class)
-from utils.media import Frame
+from hsrnet.apps.media import Frame
 
 
 def frame(width=200, height=100, **kw):

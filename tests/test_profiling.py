@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from utils import profiling
+from hsrnet.utils import profiling
 
 
 def profiled_steps(model, input, steps=2):

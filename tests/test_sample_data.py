@@ -12,7 +12,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from conftest import ROOT
-from dataset.synthetic import DETECTION_FILE, KEYPOINT_NAMES, SKELETON, generate
+from hsrnet.samples.synthetic import DETECTION_FILE, KEYPOINT_NAMES, SKELETON, generate
 
 SPLITS = ('train2017', 'val2017')
 ANNOTATION_KEYS = {'segmentation', 'num_keypoints', 'area', 'iscrowd', 'keypoints',

@@ -3,9 +3,9 @@ import cv2
 import numpy as np
 import pytest
 
-from core.tracking import PoseTracker, box_iou
-from dataset.synthetic_video import make_frames, write_video
-from utils.vis import LEFT_COLOR, RIGHT_COLOR, draw_poses
+from hsrnet.apps.tracking import PoseTracker, box_iou
+from hsrnet.samples.synthetic_video import make_frames, write_video
+from hsrnet.utils.vis import LEFT_COLOR, RIGHT_COLOR, draw_poses
 
 
 @pytest.fixture(scope='module')

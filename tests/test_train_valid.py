@@ -213,9 +213,9 @@ NAN_WRAPPER = '''
 import os, runpy, sys
 import torch
 sys.path[:0] = [{lib!r}, os.path.dirname({script!r})]
-import core.loss
+from hsrnet.head import loss as loss_module
 
-forward = core.loss.JointsMSELoss.forward
+forward = loss_module.JointsMSELoss.forward
 calls = [0]
 
 def nan_on_second_training_step(self, *args):
@@ -226,7 +226,7 @@ def nan_on_second_training_step(self, *args):
             return loss * float('nan')
     return loss
 
-core.loss.JointsMSELoss.forward = nan_on_second_training_step
+loss_module.JointsMSELoss.forward = nan_on_second_training_step
 sys.argv = [{script!r}] + sys.argv[1:]
 runpy.run_path({script!r}, run_name='__main__')
 '''

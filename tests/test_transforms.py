@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.transforms import (affine_transform, affine_transform_points, flip_back,
+from hsrnet.utils.transforms import (affine_transform, affine_transform_points, flip_back,
                               fliplr_joints, get_affine_transform, transform_preds)
 
 COCO_PAIRS = [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12], [13, 14], [15, 16]]
@@ -116,7 +116,7 @@ def test_one_box_points_are_the_array_codes_bit_for_bit():
     """get_affine_transform's python-float path for one box (each training sample)
     gives the float32 points of the array path exactly: warpAffine's rounding of
     every crop depends on the last bit of the matrix."""
-    from utils.transforms import _point_pairs, _point_pairs_one
+    from hsrnet.utils.transforms import _point_pairs, _point_pairs_one
     rng = np.random.default_rng(0)
     for i in range(3000):
         center = rng.uniform(-50, 700, 2)

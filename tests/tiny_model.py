@@ -16,7 +16,7 @@ TINY_OPTS = ['MODEL.IMAGE_SIZE', '[48, 64]', 'MODEL.EXTRA.HEATMAP_SIZE', '[12, 1
 
 
 def tiny_config(*opts):
-    from core.config import check_config, get_default_config, update_config, \
+    from hsrnet.config import check_config, get_default_config, update_config, \
         update_config_from_list
     cfg = update_config(DEMO_YAML, get_default_config())
     update_config_from_list(TINY_OPTS + list(opts), cfg)
@@ -25,7 +25,7 @@ def tiny_config(*opts):
 
 def tiny_yaml(path, *opts):
     """The tiny config written as a yaml file (for the command-line tools)."""
-    from core.config import dump_config
+    from hsrnet.config import dump_config
     cfg = tiny_config(*opts)
     with open(path, 'w') as f:
         f.write(dump_config(cfg))
@@ -35,7 +35,7 @@ def tiny_yaml(path, *opts):
 def tiny_model(seed=0, *opts):
     """The network with seeded random weights; the head's weights are made large
     enough that heatmaps have clear, input-dependent peaks."""
-    import models
+    from hsrnet import models
     cfg = tiny_config(*opts)
     generator = torch.Generator().manual_seed(seed)
     model = models.build_model(cfg, is_train=False)

@@ -20,18 +20,18 @@ import torch
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 sys.path.insert(0, os.path.join(ROOT, 'lib'))
 
-import dataset  # noqa: E402
-import models  # noqa: E402
-from core.config import get_model_name  # noqa: E402
-from core.function import training_step, validate_model  # noqa: E402
-from core.inference import predict_heatmaps  # noqa: E402
-from core.loss import JointsMSELoss  # noqa: E402
-from dataset.batching import DeviceBatcher  # noqa: E402
-from runner.cli import add_opts, base_parser, load_fresh_config  # noqa: E402
-from runner.launch import SETUP_ERRORS, report_error  # noqa: E402
-from utils.distributed import DistContext  # noqa: E402
-from utils.loaders import build_val_loader  # noqa: E402
-from utils.precision import Precision  # noqa: E402
+from hsrnet import data as dataset  # noqa: E402
+from hsrnet import models  # noqa: E402
+from hsrnet.config import get_model_name  # noqa: E402
+from hsrnet.engine.loops import training_step, validate_model  # noqa: E402
+from hsrnet.head.inference import predict_heatmaps  # noqa: E402
+from hsrnet.head.loss import JointsMSELoss  # noqa: E402
+from hsrnet.data.batching import DeviceBatcher  # noqa: E402
+from hsrnet.runner.cli import add_opts, base_parser, load_fresh_config  # noqa: E402
+from hsrnet.runner.launch import SETUP_ERRORS, report_error  # noqa: E402
+from hsrnet.utils.distributed import DistContext  # noqa: E402
+from hsrnet.data.loaders import build_val_loader  # noqa: E402
+from hsrnet.engine.precision import Precision  # noqa: E402
 
 DETECTION_FILE = 'person_detection_results/COCO_val2017_detections_AP_H_56_person.json'
 WARMUP_ITERS = 2

@@ -19,9 +19,9 @@ from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 
-import dataset  # noqa: E402
-from runner.cli import add_opts, base_parser, load_fresh_config  # noqa: E402
-from runner.launch import SETUP_ERRORS  # noqa: E402
+from hsrnet import data as dataset  # noqa: E402
+from hsrnet.runner.cli import add_opts, base_parser, load_fresh_config  # noqa: E402
+from hsrnet.runner.launch import SETUP_ERRORS  # noqa: E402
 
 
 def parse_args():

@@ -27,11 +27,11 @@ sys.path.insert(0, os.path.join(ROOT, 'pose_estimation'))
 sys.path.insert(0, os.path.join(ROOT, 'tools'))
 
 import infer  # noqa: E402
-import models  # noqa: E402
-from core.config import check_config, get_default_config, update_config  # noqa: E402
-from utils.onnx_model import export_onnx  # noqa: E402
-from utils.precision import cpu_name  # noqa: E402
-from dataset.synthetic_video import write_video  # noqa: E402
+from hsrnet import models  # noqa: E402
+from hsrnet.config import check_config, get_default_config, update_config  # noqa: E402
+from hsrnet.apps.onnx_model import export_onnx  # noqa: E402
+from hsrnet.engine.precision import cpu_name  # noqa: E402
+from hsrnet.samples.synthetic_video import write_video  # noqa: E402
 
 DEFAULT_CFG = os.path.join('experiments', 'sample', 'hsrnet59_demo.yaml')
 

@@ -15,7 +15,7 @@ Data pipeline figures (training, with augmentation, shuffled), per worker count:
           (the path of the scripts before the fast path; an earlier commit's own
           pipeline is timed by tools/compare_data_pipeline.py)
   crops   the scripts' fast path: uint8 crops from the workers, normalisation and
-          targets of the batch by dataset.batching.DeviceBatcher on the device
+          targets of the batch by data.batching.DeviceBatcher on the device
   crops+  the fast path with the opt-in decode savings: DATASET.GROUP_BY_IMAGE and
           DATASET.REDUCED_DECODE
 each with the bytes per sample that leave the workers; samples/s are what the
@@ -49,24 +49,25 @@ import torch
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 sys.path.insert(0, os.path.join(ROOT, 'lib'))
 
-import dataset  # noqa: E402
-import models  # noqa: E402
-from core.config import get_model_name  # noqa: E402
-from core.evaluate import accuracy_on_device  # noqa: E402
-from core.function import TrainingWindow, make_training_step, validate_model  # noqa: E402
-from core.loss import JointsMSELoss  # noqa: E402
-from dataset.batching import DeviceBatcher  # noqa: E402
-from runner.cli import add_opts, base_parser, load_fresh_config, names_from, \
+from hsrnet import data as dataset  # noqa: E402
+from hsrnet import models  # noqa: E402
+from hsrnet.config import get_model_name  # noqa: E402
+from hsrnet.head.accuracy import accuracy_on_device  # noqa: E402
+from hsrnet.engine.loops import TrainingWindow, make_training_step, validate_model  # noqa: E402
+from hsrnet.head.loss import JointsMSELoss  # noqa: E402
+from hsrnet.data.batching import DeviceBatcher  # noqa: E402
+from hsrnet.runner.cli import add_opts, base_parser, load_fresh_config, names_from, \
     worker_counts  # noqa: E402
-from runner.launch import SETUP_ERRORS, report_error  # noqa: E402
-from runner.setup import configure_backends, get_optimizer  # noqa: E402
-from utils.cpu_memory import keep_freed_memory  # noqa: E402
-from utils.distributed import DistContext  # noqa: E402
-from utils.errors import ConfigError  # noqa: E402
-from utils.loaders import EpochSeededLoader, build_val_loader  # noqa: E402
-from utils.precision import Precision, cpu_features, describe_cpu  # noqa: E402
-from utils import profiling  # noqa: E402
-from utils.profiling import training_flops  # noqa: E402
+from hsrnet.runner.launch import SETUP_ERRORS, report_error  # noqa: E402
+from hsrnet.engine.optim import get_optimizer  # noqa: E402
+from hsrnet.runner.setup import configure_backends  # noqa: E402
+from hsrnet.utils.cpu_memory import keep_freed_memory  # noqa: E402
+from hsrnet.utils.distributed import DistContext  # noqa: E402
+from hsrnet.utils.errors import ConfigError  # noqa: E402
+from hsrnet.data.loaders import EpochSeededLoader, build_val_loader  # noqa: E402
+from hsrnet.engine.precision import Precision, cpu_features, describe_cpu  # noqa: E402
+from hsrnet.utils import profiling  # noqa: E402
+from hsrnet.utils.profiling import training_flops  # noqa: E402
 
 DETECTIONS = os.path.join('person_detection_results',
                           'COCO_val2017_detections_AP_H_56_person.json')
@@ -106,7 +107,7 @@ def parse_args():
 def make_bench_set(out_dir, train_images, val_images):
     """The generator's COCO layout at 640x480 with photographic grain (seeded)."""
     import cv2
-    from dataset import synthetic
+    from hsrnet.samples import synthetic
     marker = os.path.join(out_dir, '.complete-{}-{}'.format(train_images, val_images))
     if os.path.isfile(marker):
         return

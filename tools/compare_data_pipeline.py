@@ -24,7 +24,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 sys.path.insert(0, os.path.join(ROOT, 'lib'))   # this tree's own helpers; the timed
                                                 # processes put their checkout's lib first
 
-from runner.cli import worker_counts  # noqa: E402
+from hsrnet.runner.cli import worker_counts  # noqa: E402
 
 DEFAULT_CFG = 'experiments/coco/hsrnet59/256x192_d256x3_adam_lr1e-3.yaml'
 
@@ -36,17 +36,17 @@ checkout, cfg_file, root, workers, samples, fast = sys.argv[1:7]
 cfg_file = checkout + '/' + cfg_file   # each checkout reads its own copy of the yaml
 workers, samples, fast, opt_ins = int(workers), int(samples), fast != '0', fast == '2'
 sys.path.insert(0, checkout + '/lib')
-import dataset
-from core.config import get_default_config, update_config
-from utils.distributed import DistContext
-from utils.loaders import EpochSeededLoader
+from hsrnet import data as dataset
+from hsrnet.config import get_default_config, update_config
+from hsrnet.utils.distributed import DistContext
+from hsrnet.data.loaders import EpochSeededLoader
 cfg = update_config(cfg_file, get_default_config())
 cfg.DATASET.ROOT, cfg.MODEL.PRETRAINED = root, ''
 batch = 16
 extra = {}
 if fast:
     cfg.DATASET.GROUP_BY_IMAGE, cfg.DATASET.REDUCED_DECODE = opt_ins, opt_ins
-    from dataset.batching import DeviceBatcher
+    from hsrnet.data.batching import DeviceBatcher
     extra = {'batcher': DeviceBatcher(cfg, __import__('torch').device('cpu')),
              'group_by_image': opt_ins, 'persistent_workers': workers > 0}
 ds = dataset.build_dataset(cfg, cfg.DATASET.TRAIN_SET, True)

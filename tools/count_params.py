@@ -21,8 +21,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 
-import models  # noqa: E402
-from core.config import ConfigError, check_config, get_default_config, update_config  # noqa: E402
+from hsrnet import models  # noqa: E402
+from hsrnet.config import ConfigError, check_config, get_default_config, update_config  # noqa: E402
 
 STEM = 'maxpool'       # the stem's last module: stride 4
 

@@ -27,16 +27,17 @@ import numpy as np
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 sys.path.insert(0, os.path.join(ROOT, 'lib'))
 
-from core.config import get_model_name  # noqa: E402
-from runner.cli import add_opts, config_overrides, load_fresh_config  # noqa: E402
-from runner.launch import SETUP_ERRORS, report_error  # noqa: E402
-from runner.setup import output_dirs  # noqa: E402
-from utils.keypoints import COCO_KEYPOINTS, KeypointLayout  # noqa: E402
-from utils.precision import describe_cpu  # noqa: E402
-from utils.vis import draw_skeleton, image_grid  # noqa: E402
+from hsrnet.config import get_model_name  # noqa: E402
+from hsrnet.runner.cli import add_opts, config_overrides, load_fresh_config  # noqa: E402
+from hsrnet.runner.launch import SETUP_ERRORS, report_error  # noqa: E402
+from hsrnet.runner.setup import output_dirs  # noqa: E402
+from hsrnet.utils.keypoints import COCO_KEYPOINTS, KeypointLayout  # noqa: E402
+from hsrnet.engine.precision import describe_cpu  # noqa: E402
+from hsrnet.utils.vis import draw_skeleton, image_grid  # noqa: E402
 
 DEFAULT_CFG = 'experiments/sample/hsrnet59_demo.yaml'
-GENERATOR_FILES = ('tools/make_sample_data.py', 'lib/dataset/synthetic.py')
+GENERATOR_FILES = ('tools/make_sample_data.py', 'lib/hsrnet/samples/synthetic.py',
+                   'lib/hsrnet/samples/figures.py')
 SAMPLE_FILES = ('annotations/person_keypoints_train2017.json',
                 'annotations/person_keypoints_val2017.json')
 PICTURE_IMAGES = 6

@@ -18,11 +18,11 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 
-import models  # noqa: E402
-from runner.cli import add_opts, base_parser, load_fresh_config  # noqa: E402
-from utils.checkpoint import load_pose_checkpoint  # noqa: E402
-from utils.errors import ConfigError  # noqa: E402
-from utils.onnx_model import OPSET, OnnxPoseNet, export_onnx  # noqa: E402
+from hsrnet import models  # noqa: E402
+from hsrnet.runner.cli import add_opts, base_parser, load_fresh_config  # noqa: E402
+from hsrnet.utils.checkpoint import load_pose_checkpoint  # noqa: E402
+from hsrnet.utils.errors import ConfigError  # noqa: E402
+from hsrnet.apps.onnx_model import OPSET, OnnxPoseNet, export_onnx  # noqa: E402
 
 CHECK_BATCH = 3
 CHECK_SEED = 0

@@ -26,14 +26,14 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 
-import dataset  # noqa: E402
-from core.codec import HeatmapCodec  # noqa: E402
-from core.heatmap_cache import config_value, load_heatmaps  # noqa: E402
-from evaluation import PosePredictions  # noqa: E402
-from runner.cli import add_opts, base_parser, load_fresh_config  # noqa: E402
-from runner.launch import SETUP_ERROR_STATUS, SETUP_ERRORS, report_error  # noqa: E402
-from utils.errors import ConfigError, DataError, HeatmapCacheError  # noqa: E402
-from utils.fileio import write_json_atomically  # noqa: E402
+from hsrnet import data as dataset  # noqa: E402
+from hsrnet.head.codec import HeatmapCodec  # noqa: E402
+from hsrnet.engine.heatmap_cache import config_value, load_heatmaps  # noqa: E402
+from hsrnet.evaluation import PosePredictions  # noqa: E402
+from hsrnet.runner.cli import add_opts, base_parser, load_fresh_config  # noqa: E402
+from hsrnet.runner.launch import SETUP_ERROR_STATUS, SETUP_ERRORS, report_error  # noqa: E402
+from hsrnet.utils.errors import ConfigError, DataError, HeatmapCacheError  # noqa: E402
+from hsrnet.utils.fileio import write_json_atomically  # noqa: E402
 
 # Decoding name -> HeatmapCodec settings.
 DECODES = {

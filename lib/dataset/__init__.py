@@ -1,32 +1,11 @@
-"""Keypoint datasets.
+"""Shim package: the original's `dataset` (spec/API.md). Its scripts build a dataset
+by `eval('dataset.' + cfg.DATASET.DATASET)(cfg, root, image_set, is_train, transform)`,
+so `dataset.coco` and `dataset.mpii` are the classes, as there; the modules stay
+importable by name (`from dataset.coco import COCODataset`). hsrnet.data holds them."""
+from hsrnet.data import *  # noqa: F401,F403
+from hsrnet.data import COCODataset, MPIIDataset
 
-The original's scripts build a dataset by name,
-    eval('dataset.' + cfg.DATASET.DATASET)(cfg, root, image_set, is_train, transform)
-so `dataset.coco` and `dataset.mpii` are bound to the classes here (as the
-original did). The modules stay importable: `from dataset.coco import
-COCODataset` resolves through the module registry. New code should call
-`build_dataset(cfg, image_set, is_train)`.
-"""
-from utils.errors import ConfigError, DataError, ImageNotFoundError
+from . import coco as _coco_module, mpii as _mpii_module  # noqa: F401  (registers the names)
 
-from .JointsDataset import ImageGroupedSampler, JointsDataset
-from .coco import COCODataset
-from .mpii import MPIIDataset
-
-DATASETS = {'coco': COCODataset, 'mpii': MPIIDataset}
 coco = COCODataset
 mpii = MPIIDataset
-
-
-def build_dataset(cfg, image_set, is_train, transform=None):
-    """The DATASET.DATASET dataset of `image_set` under DATASET.ROOT."""
-    name = cfg.DATASET.DATASET
-    if name not in DATASETS:
-        raise ConfigError('unknown DATASET.DATASET {!r}; choose one of {}'.format(
-            name, ', '.join(sorted(DATASETS))))
-    return DATASETS[name](cfg, cfg.DATASET.ROOT, image_set, is_train, transform)
-
-
-__all__ = ['COCODataset', 'MPIIDataset', 'JointsDataset', 'ImageGroupedSampler',
-           'DataError', 'ImageNotFoundError',
-           'DATASETS', 'build_dataset', 'coco', 'mpii']

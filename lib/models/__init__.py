@@ -1,20 +1,6 @@
-"""The pose networks. Scripts pick one by `cfg.MODEL.NAME`, either through
-`build_model(cfg, is_train)` or, as the original did,
-`eval('models.' + cfg.MODEL.NAME + '.get_pose_net')(cfg, is_train)`."""
-from utils.errors import ConfigError
+"""Shim package: the original's `models` (spec/API.md). Its scripts call
+`eval('models.' + cfg.MODEL.NAME + '.get_pose_net')(cfg, is_train)`; the networks and
+their registry are hsrnet.models'."""
+from hsrnet.models import MODELS, build_model  # noqa: F401
 
-from . import pose_hsr_msnet, pose_hsrnet, pose_resnet
-
-MODELS = {
-    'pose_resnet': pose_resnet.get_pose_net,
-    'pose_hsrnet': pose_hsrnet.get_pose_net,
-    'pose_hsr_msnet': pose_hsr_msnet.get_pose_net,
-}
-
-
-def build_model(cfg, is_train):
-    """The network of `cfg.MODEL`; with is_train, initialised for training."""
-    if cfg.MODEL.NAME not in MODELS:
-        raise ConfigError('unknown MODEL.NAME {!r}; choose one of {}'.format(
-            cfg.MODEL.NAME, ', '.join(MODELS)))
-    return MODELS[cfg.MODEL.NAME](cfg, is_train)
+from . import pose_hsr_msnet, pose_hsrnet, pose_resnet  # noqa: F401

@@ -36,7 +36,7 @@ import test_golden as tg  # noqa: E402  (puts lib/ on sys.path through conftest)
 
 def about():
     """Where the stored numbers came from (for reviewers; not compared)."""
-    from utils.precision import cpu_features, cpu_name
+    from hsrnet.engine.precision import cpu_features, cpu_name
     try:
         commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=TESTS, capture_output=True,
                                 text=True, check=True).stdout.strip()
@@ -53,12 +53,12 @@ def network_margins(root, out_dir, use_gt_bbox):
     """Smallest distances from a tie in the flip-averaged heatmaps of the valid golden:
     (top - second value) / top, over joints with a positive maximum, and the
     smallest |neighbour difference| / top of the quarter offset where it applies."""
-    import dataset
-    from core.inference import predict_heatmaps
-    from dataset.batching import DeviceBatcher
-    from utils.distributed import DistContext
-    from utils.loaders import build_val_loader, loader_options
-    from utils.precision import Precision
+    from hsrnet import data as dataset
+    from hsrnet.head.inference import predict_heatmaps
+    from hsrnet.data.batching import DeviceBatcher
+    from hsrnet.utils.distributed import DistContext
+    from hsrnet.data.loaders import build_val_loader, loader_options
+    from hsrnet.engine.precision import Precision
 
     cfg = tg.tiny_config(*tg.valid_opts(root, out_dir, use_gt_bbox))
     _, model = tg.tiny_model(tg.MODEL_SEED)

@@ -1,0 +1,198 @@
+"""Where infer.py's person boxes come from: a COCO results file, the whole
+image, OpenCV's HOG people detector, or a person detector given as a local ONNX
+file. Every source maps a Frame (apps.media) to boxes (N, 5) float64
+[x, y, w, h, score] in image pixels.
+
+The ONNX detector layout (`OnnxPersonDetector`):
+  input   one float32 tensor (1, 3, H, W): the picture letterboxed to H x W (scaled
+          to fit, keeping its aspect ratio, padded right and bottom with grey 114),
+          RGB, values in [0, 1]. H and W are read from the model when they are
+          fixed, else --detector-size (default 640 x 640).
+  output  the first output: float32 (1, N, 6) or (N, 6), one row per detection,
+          [x1, y1, x2, y2, score, class] in the letterboxed input's pixels; rows
+          of class `person_class` (default 0, COCO's 80-class order) with a score
+          >= the threshold are kept. A (1, N, 5) / (N, 5) output (no class column)
+          means every row is a person.
+"""
+import json
+import numbers
+import os
+
+import cv2
+import numpy as np
+
+from hsrnet.nms.nms import nms
+
+DETECTION_FORMAT = ('a COCO results list of {"image_id": int or "file_name": str, '
+                    '"category_id": 1, "bbox": [x, y, w, h], "score": float}')
+HOG_NMS_IOU = 0.5
+HOG_MIN_HEIGHT = 160         # images smaller than this are upscaled for the 64x128 window
+
+
+def _xywh_scores(boxes, scores):
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    return np.concatenate([boxes, scores[:, None]], 1)
+
+
+def _box_nms(boxes, iou):
+    """Greedy NMS of [x, y, w, h, score] rows; best first."""
+    if len(boxes) == 0:
+        return boxes
+    corners = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:4] - 1, boxes[:, 4:]], 1)
+    return boxes[nms(corners, iou)]
+
+
+class WholeImage:
+    """One box, the whole picture, score 1 (single-person pictures)."""
+    name = 'whole image'
+
+    def __call__(self, frame):
+        height, width = frame.image.shape[:2]
+        return _xywh_scores([[0, 0, width, height]], [1.0])
+
+
+def _hog_class():
+    """cv2.HOGDescriptor (OpenCV 4), or its home in contrib's xobjdetect (OpenCV 5
+    moved HOG out of the main modules), or None."""
+    for owner in (cv2, getattr(cv2, 'xobjdetect', None)):
+        if owner is not None and hasattr(owner, 'HOGDescriptor'):
+            return owner.HOGDescriptor
+    return None
+
+
+class HogPeopleDetector:
+    """OpenCV's built-in HOG + linear SVM people detector (it ships inside
+    OpenCV 4: no download). Scores are the SVM margins squashed to (0, 1).
+    OpenCV 5 moved HOG to opencv-contrib; without it this is a ValueError that
+    says which other box sources there are."""
+    name = 'OpenCV HOG people detector'
+
+    def __init__(self, min_score=0.3):
+        hog_class = _hog_class()
+        if hog_class is None:
+            raise ValueError(
+                'OpenCV {} has no HOG people detector (OpenCV 5 moved it to opencv-contrib); '
+                'give person boxes with --boxes FILE.json, --whole-image or --detector '
+                'FILE.onnx, or install opencv-python-headless<5'.format(cv2.__version__))
+        self.hog = hog_class()
+        self.hog.setSVMDetector(hog_class.getDefaultPeopleDetector())
+        self.min_score = min_score
+
+    def __call__(self, frame):
+        image = frame.image
+        zoom = max(1.0, HOG_MIN_HEIGHT / image.shape[0])
+        if zoom > 1:
+            image = cv2.resize(image, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_LINEAR)
+        rects, weights = self.hog.detectMultiScale(image, winStride=(8, 8), padding=(8, 8),
+                                                   scale=1.05)
+        if len(rects) == 0:
+            return np.zeros((0, 5))
+        scores = 1.0 / (1.0 + np.exp(-np.asarray(weights, dtype=np.float64).reshape(-1)))
+        boxes = _xywh_scores(np.asarray(rects, dtype=np.float64) / zoom, scores)
+        return _box_nms(boxes[boxes[:, 4] >= self.min_score], HOG_NMS_IOU)
+
+
+class OnnxPersonDetector:
+    """A person detector in a local ONNX file (layout: see the module docstring)."""
+
+    def __init__(self, path, min_score=0.3, person_class=0, size=(640, 640), nms_iou=0.5):
+        import onnxruntime as ort
+        self.name = 'ONNX detector {}'.format(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError('{}: detector file not found'.format(path))
+        try:
+            self.session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+        except Exception as err:
+            raise ValueError('{}: not an ONNX model onnxruntime can run ({})'.format(
+                path, str(err).strip().splitlines()[0][:200] if str(err).strip() else err)
+            ) from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4:
+            raise ValueError('{}: a person detector takes one (1, 3, H, W) image input; this '
+                             'model has inputs {}'.format(path, [i.shape for i in inputs]))
+        self.path, self.input_name = path, inputs[0].name
+        height, width = inputs[0].shape[2:]
+        self.size = (width if isinstance(width, int) else size[0],
+                     height if isinstance(height, int) else size[1])
+        self.min_score, self.person_class, self.nms_iou = min_score, person_class, nms_iou
+
+    def __call__(self, frame):
+        image = frame.image
+        width, height = self.size
+        zoom = min(width / image.shape[1], height / image.shape[0])
+        resized = cv2.resize(image, (max(1, round(image.shape[1] * zoom)),
+                                     max(1, round(image.shape[0] * zoom))))
+        canvas = np.full((height, width, 3), 114, np.uint8)
+        canvas[:resized.shape[0], :resized.shape[1]] = resized
+        tensor = canvas[..., ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255.0
+        out = np.asarray(self.session.run(None, {self.input_name: tensor})[0], dtype=np.float64)
+        if out.ndim == 3:
+            out = out[0]
+        if out.ndim != 2 or out.shape[1] not in (5, 6):
+            raise ValueError('{}: detector output has shape {}; expected (1, N, 6) rows '
+                             '[x1, y1, x2, y2, score, class] (or 5 columns)'.format(
+                                 self.path, out.shape))
+        keep = out[:, 4] >= self.min_score
+        if out.shape[1] == 6:
+            keep &= np.round(out[:, 5]) == self.person_class
+        rows = out[keep]
+        x1y1 = np.clip(rows[:, :2] / zoom, 0, None)
+        x2y2 = np.minimum(rows[:, 2:4] / zoom, [image.shape[1], image.shape[0]])
+        boxes = _xywh_scores(np.concatenate([x1y1, np.maximum(x2y2 - x1y1, 1)], 1), rows[:, 4])
+        return _box_nms(boxes, self.nms_iou)
+
+
+class BoxesFile:
+    """Boxes of a COCO results json, matched to the input pictures by `file_name`
+    (the picture's name) or by `image_id` (the number in the picture's name, e.g.
+    000000900001.jpg -> 900001, else its position; a video frame's index)."""
+
+    def __init__(self, path, min_score=0.0):
+        self.name = 'boxes of {}'.format(path)
+        self.path = path
+        if not os.path.isfile(path):
+            raise FileNotFoundError('{}: boxes file not found'.format(path))
+        try:
+            with open(path) as f:
+                entries = json.load(f)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError('{}: not valid json ({})'.format(path, err)) from None
+        if not isinstance(entries, list):
+            raise ValueError('{}: expected {}'.format(path, DETECTION_FORMAT))
+        self.by_name, self.by_id = {}, {}
+        for i, entry in enumerate(entries):
+            self._add(i, entry, min_score)
+
+    def _add(self, i, entry, min_score):
+        def number(v):
+            return isinstance(v, numbers.Real) and not isinstance(v, bool)
+        bbox = entry.get('bbox') if isinstance(entry, dict) else None
+        if (not isinstance(entry, dict) or not isinstance(bbox, list) or len(bbox) != 4
+                or not all(map(number, bbox))
+                or not ('image_id' in entry or 'file_name' in entry)):
+            raise ValueError('{}: entry {} is malformed: {:.120}; expected {}'.format(
+                self.path, i, repr(entry), DETECTION_FORMAT))
+        if entry.get('category_id', 1) != 1:
+            return
+        score = entry.get('score', 1.0)
+        if not number(score):
+            raise ValueError('{}: entry {}: score must be a number'.format(self.path, i))
+        if score < min_score:
+            return
+        row = list(map(float, bbox)) + [float(score)]
+        if 'file_name' in entry:
+            self.by_name.setdefault(os.path.basename(str(entry['file_name'])), []).append(row)
+        else:
+            self.by_id.setdefault(entry['image_id'], []).append(row)
+
+    def matches_any(self, frames_ids):
+        """Whether some entry names one of the (file_name, image_id) pairs."""
+        return any((name is not None and name in self.by_name) or image_id in self.by_id
+                   for name, image_id in frames_ids)
+
+    def __call__(self, frame):
+        rows = self.by_name.get(frame.file_name) if frame.file_name is not None else None
+        if rows is None:
+            rows = self.by_id.get(frame.image_id, [])
+        return np.asarray(rows, dtype=np.float64).reshape(-1, 5)

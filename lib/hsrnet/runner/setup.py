@@ -1,0 +1,108 @@
+"""Run setup shared by train.py and valid.py: output folders and logging, the
+device, the cuDNN settings."""
+import logging
+import os
+import sys
+import time
+
+import torch
+
+from hsrnet.config import dump_config, get_model_name
+from hsrnet.utils import runlock
+from hsrnet.utils.errors import ConfigError
+from hsrnet.utils.fileio import ReportingFileHandler, remove_stale_temp_files, write_atomically
+
+logger = logging.getLogger(__name__)
+
+LOG_FORMAT = '%(asctime)-15s %(message)s'
+
+
+def _dataset_folder(cfg):
+    name = cfg.DATASET.DATASET
+    if cfg.DATASET.HYBRID_JOINTS_TYPE:
+        name += '_' + cfg.DATASET.HYBRID_JOINTS_TYPE
+    return name.replace(':', '_')
+
+
+def output_dirs(cfg, cfg_file):
+    """(OUTPUT_DIR/<dataset>/<model>/<cfg stem>, LOG_DIR/<dataset>/<model>/<cfg stem>_<time>)."""
+    dataset = _dataset_folder(cfg)
+    model_name = get_model_name(cfg)[0]
+    cfg_stem = os.path.splitext(os.path.basename(cfg_file))[0]
+    time_str = time.strftime('%Y-%m-%d-%H-%M-%S')
+    final_output_dir = os.path.join(cfg.OUTPUT_DIR, dataset, model_name, cfg_stem)
+    tb_log_dir = os.path.join(cfg.LOG_DIR, dataset, model_name,
+                              '{}_{}'.format(cfg_stem, time_str))
+    return final_output_dir, tb_log_dir, time_str
+
+
+def create_logger(cfg, cfg_file, phase='train', rank=0):
+    """Create the output folders, log to the console and to a file beside the
+    checkpoints, and keep a copy of the merged config there.
+
+    Only rank 0 writes files and logs at INFO; other ranks report warnings only.
+    The TensorBoard folder is made for the 'train' phase only. Rank 0 locks the
+    output folder (utils.runlock: one run per folder) before writing in it, and
+    removes the temporary files an interrupted save left there.
+    Returns (logger, final_output_dir, tb_log_dir).
+    """
+    final_output_dir, tb_log_dir, time_str = output_dirs(cfg, cfg_file)
+    console = logging.StreamHandler(sys.stdout)
+    if rank != 0:
+        logging.basicConfig(level=logging.WARNING, handlers=[console], force=True,
+                            format='[rank {}] {}'.format(rank, LOG_FORMAT))
+        return logging.getLogger(), final_output_dir, tb_log_dir
+    os.makedirs(final_output_dir, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=True, handlers=[console])
+    runlock.acquire(final_output_dir, phase)
+    if phase == 'train':     # only training writes TensorBoard scalars
+        os.makedirs(tb_log_dir, exist_ok=True)
+    cfg_stem = os.path.basename(final_output_dir)
+    log_file = os.path.join(final_output_dir, '{}_{}_{}.log'.format(cfg_stem, time_str, phase))
+    file_handler = ReportingFileHandler(log_file)
+    file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.getLogger().addHandler(file_handler)
+    remove_stale_temp_files(final_output_dir)
+    config_text = dump_config(cfg).encode('utf-8')
+    write_atomically(os.path.join(final_output_dir, '{}_config.yaml'.format(phase)),
+                     lambda f: f.write(config_text))
+    return logging.getLogger(), final_output_dir, tb_log_dir
+
+
+def parse_gpus(gpus):
+    """'0,1' -> [0, 1]."""
+    try:
+        ids = [int(g) for g in str(gpus).split(',') if g.strip()]
+    except ValueError:
+        ids = []
+    if not ids or min(ids) < 0:
+        raise ConfigError("GPUS must be comma-separated GPU ids such as '0' or '0,1', got {!r}"
+                          .format(gpus))
+    return ids
+
+
+def select_device(cfg, dist_ctx):
+    """(device, gpu ids for DataParallel): CUDA when present, else the CPU.
+
+    Under torchrun each rank takes the GPU of its LOCAL_RANK; otherwise GPUS names
+    the GPUs of this one process (the first one holds the model).
+    """
+    if not torch.cuda.is_available():
+        if str(cfg.GPUS) not in ('', '0'):
+            logger.info('no CUDA device: GPUS=%s is ignored, running on the CPU', cfg.GPUS)
+        return torch.device('cpu'), []
+    if dist_ctx.enabled:
+        return torch.device('cuda', dist_ctx.local_rank), [dist_ctx.local_rank]
+    gpus = parse_gpus(cfg.GPUS)
+    count = torch.cuda.device_count()
+    if max(gpus) >= count:
+        raise ConfigError('GPUS={} names a GPU that does not exist (this machine has {})'
+                          .format(cfg.GPUS, count))
+    return torch.device('cuda', gpus[0]), gpus
+
+
+def configure_backends(cfg):
+    if torch.backends.cudnn.is_available():
+        torch.backends.cudnn.benchmark = cfg.CUDNN.BENCHMARK
+        torch.backends.cudnn.deterministic = cfg.CUDNN.DETERMINISTIC
+        torch.backends.cudnn.enabled = cfg.CUDNN.ENABLED
