@@ -1,6 +1,7 @@
 # Quick start:  make demo   (set up, generate sample data, train and validate on it)
 #               make test   (set up and run the test suite)
-# `make` alone builds the Cython NMS extension with .venv's python if it exists.
+# `make` alone builds the Cython NMS extension with .venv's python if it exists
+# (`make setup` also installs the hsrnet package, editable, into .venv).
 
 PY ?= python3
 VENV := .venv
@@ -16,11 +17,13 @@ all: nms
 nms:
 	$(MAKE) -C lib PYTHON=$(PYTHON)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml setup.py
 	test -x $(VENV_PYTHON) || $(PY) -m venv $(VENV)
 	$(VENV_PYTHON) -m pip install -q --upgrade pip
 	$(VENV_PYTHON) -m pip install -q torch==$(TORCH_VERSION)
 	$(VENV_PYTHON) -m pip install -q -r requirements.txt
+	# the hsrnet package itself, editable (its NMS extension built in place)
+	$(VENV_PYTHON) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -8,7 +8,7 @@ PATH is an image, a folder of images, a video file or a webcam index (0, 1, ...)
 Person boxes come from --boxes (a COCO results json matched by "file_name" or
 "image_id"; for a video image_id is the frame index), --whole-image (one box per
 picture), --detector (a person detector in a local ONNX file; its input/output
-layout is in lib/core/person_boxes.py), or by default OpenCV's HOG people
+layout is in lib/hsrnet/apps/person_boxes.py), or by default OpenCV's HOG people
 detector (when the installed OpenCV has it). Writes into DIR the pictures
 (<name>_pose.jpg) or the video (<name>_pose.mp4) with the skeletons drawn, and
 DIR/keypoints.json: COCO results records (image_id, category_id, keypoints,
@@ -55,7 +55,7 @@ def parse_args(argv=None):
     boxes.add_argument('--whole-image', action='store_true',
                        help='one box per picture: the whole picture (single persons)')
     boxes.add_argument('--detector', help='a person detector as an ONNX file (layout: '
-                                          'lib/core/person_boxes.py)')
+                                          'lib/hsrnet/apps/person_boxes.py)')
     parser.add_argument('--detector-size', type=int, nargs=2, default=[640, 640],
                         metavar=('W', 'H'), help='input size of a detector whose size is not '
                                                  'fixed in the file (default 640 640)')

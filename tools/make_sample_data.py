@@ -8,12 +8,12 @@ Writes annotations/person_keypoints_{train,val}2017.json,
 images/{train2017,val2017}/<12-digit id>.jpg and
 person_detection_results/COCO_val2017_detections_AP_H_56_person.json under
 --out, so a COCO experiment yaml trains on it with `DATASET.ROOT <out>`.
-The same arguments always give the same bytes. See lib/dataset/synthetic.py
+The same arguments always give the same bytes. See lib/hsrnet/samples/synthetic.py
 for what the images show.
 
 With --video FILE.mp4 it writes instead a short video of moving figures (and
 FILE_boxes.json, their boxes per frame) for the video path and the tracker:
-see lib/dataset/synthetic_video.py.
+see lib/hsrnet/samples/synthetic_video.py.
 """
 import argparse
 import logging

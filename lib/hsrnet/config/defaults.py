@@ -141,12 +141,12 @@ def _build_defaults():
         ),
         # new: how batches reach the device. PIN_MEMORY: pinned batches when on
         # CUDA (as before); PREFETCH_FACTOR 0 = PyTorch's default; GPU_DECODE: JPEG
-        # decode and crops on the GPU (needs CUDA and torchvision; dataset/gpu_decode.py).
+        # decode and crops on the GPU (needs CUDA and torchvision; data/gpu_decode.py).
         LOADER=C(PIN_MEMORY=True, PERSISTENT_WORKERS=False, PREFETCH_FACTOR=0,
                  GPU_DECODE=False),
         # new: GPU speed settings (off: as the original). FUSED_OPTIMIZER: fused Adam
         # (also on the CPU); COMPILE: torch.compile the model; CUDA_GRAPHS: the
-        # training step captured as a CUDA graph and replayed (core/cuda_graph.py),
+        # training step captured as a CUDA graph and replayed (engine/cuda_graph.py),
         # the compiled model's kernels too when both are on.
         # CPU_MALLOC_CACHE (on: results unchanged): on the CPU, freed memory is kept
         # for the next batch instead of being faulted in again (utils/cpu_memory.py).
