@@ -65,6 +65,9 @@ def _build_defaults():
             # much faster from scratch. No effect with ImageNet weights.
             ZERO_INIT_RESIDUAL=False,
             NUM_JOINTS=16,
+            # new: UDP (Huang et al. 2020): crops, targets, decoding and the flip test
+            # in unbiased coordinates (sizes in pixel intervals); TEST.SHIFT_HEATMAP unused
+            UDP=False,
             IMAGE_SIZE=[256, 256],  # [width, height]
             EXTRA=C(
                 NUM_LAYERS=50,
@@ -103,6 +106,15 @@ def _build_defaults():
             # the image that much (changes pixels slightly).
             GROUP_BY_IMAGE=False,
             REDUCED_DECODE=False,
+            # new: half-body augmentation (HRNet's defaults): in training, with
+            # probability PROB_HALF_BODY a person with more than NUM_JOINTS_HALF_BODY
+            # visible joints is cropped around its upper or lower body's visible
+            # joints; UPPER_BODY_IDS: that body's joints, for a dataset with its own
+            # (COCO's and MPII's are built in)
+            HALF_BODY=False,
+            PROB_HALF_BODY=0.3,
+            NUM_JOINTS_HALF_BODY=8,
+            UPPER_BODY_IDS=[],
         ),
         # new: how batches reach the device. PIN_MEMORY: pinned batches when on
         # CUDA (as before); PREFETCH_FACTOR 0 = PyTorch's default; GPU_DECODE: JPEG
@@ -315,6 +327,15 @@ def check_config(cfg=None):
     if cfg.TRAIN.VALIDATE_EVERY < 1:
         raise ConfigError('TRAIN.VALIDATE_EVERY must be a number of epochs (1: after each '
                           'epoch), got {}'.format(cfg.TRAIN.VALIDATE_EVERY))
+    if not 0.0 <= cfg.DATASET.PROB_HALF_BODY <= 1.0:
+        raise ConfigError('DATASET.PROB_HALF_BODY must be a probability in [0, 1], got {}'
+                          .format(cfg.DATASET.PROB_HALF_BODY))
+    if cfg.DATASET.NUM_JOINTS_HALF_BODY < 0:
+        raise ConfigError('DATASET.NUM_JOINTS_HALF_BODY must be a number of joints >= 0, got {}'
+                          .format(cfg.DATASET.NUM_JOINTS_HALF_BODY))
+    if cfg.MODEL.UDP and min(heatmap_size) < 2:
+        raise ConfigError('MODEL.UDP needs MODEL.EXTRA.HEATMAP_SIZE of 2 pixels or more each '
+                          'way, got {}'.format(heatmap_size))
     if cfg.AMP.DTYPE not in ('float16', 'bfloat16'):
         raise ConfigError("AMP.DTYPE must be 'float16' or 'bfloat16', got {!r}"
                           .format(cfg.AMP.DTYPE))
