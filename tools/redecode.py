@@ -46,8 +46,10 @@ DECODES = {
     'dark': dict(post_process=True, dark=True),
 }
 # Keys the heatmaps were made with: the config must agree with the file.
-FIXED_KEYS = ('MODEL.IMAGE_SIZE', 'MODEL.EXTRA.HEATMAP_SIZE', 'DATASET.DATASET',
+FIXED_KEYS = ('MODEL.IMAGE_SIZE', 'MODEL.EXTRA.HEATMAP_SIZE', 'MODEL.UDP', 'DATASET.DATASET',
               'DATASET.TEST_SET')
+# FIXED_KEYS that files saved before the key existed lack, with the value they had
+FIXED_DEFAULTS = {'MODEL.UDP': False}
 BOX_KEYS = ('DATASET.ROOT', 'TEST.USE_GT_BBOX', 'TEST.COCO_BBOX_FILE', 'TEST.IMAGE_THRE')
 
 
@@ -131,7 +133,7 @@ def check_file_matches_config(cache, cfg):
     """ConfigError when the heatmaps cannot be those of this config."""
     hint = '(give redecode the yaml and overrides valid.py ran with)'
     for key in FIXED_KEYS:
-        saved, ours = cache.config.get(key), config_value(cfg, key)
+        saved, ours = cache.config.get(key, FIXED_DEFAULTS.get(key)), config_value(cfg, key)
         if saved != ours:
             raise ConfigError('heatmaps file {} was saved with {} {}, the config has {} {}'
                               .format(cache.path, key, saved, ours, hint))

@@ -192,7 +192,8 @@ class PoseEstimator:
         images = self.precision.prepare_input(torch.from_numpy(chunk), self.device)
         with torch.no_grad():
             heatmaps = predict_heatmaps(self.model, images, self.flip_pairs,
-                                        self.cfg.TEST.SHIFT_HEATMAP, self.precision)
+                                        self.codec.flip_shift(self.cfg.TEST.SHIFT_HEATMAP),
+                                        self.precision)
         return heatmaps.cpu().numpy()
 
     def _onnx_heatmaps(self, chunk):
@@ -200,7 +201,7 @@ class PoseEstimator:
         if self.flip_pairs is None:
             return heatmaps
         mirrored = self.codec.flip_back(self.net(chunk[..., ::-1]), self.flip_pairs,
-                                        self.cfg.TEST.SHIFT_HEATMAP)
+                                        self.codec.flip_shift(self.cfg.TEST.SHIFT_HEATMAP))
         return (heatmaps + mirrored) * 0.5
 
     # -- pictures -> persons --------------------------------------------------------
@@ -241,7 +242,7 @@ class PoseEstimator:
         inputs = np.zeros((len(rows), 3, height, width), np.float32)
         for k in range(len(rows)):
             inputs[k] = crop_input(images[owner[k]], centers[k], scales[k], self.image_size,
-                                   self.cfg.DATASET.COLOR_RGB)[0]
+                                   self.cfg.DATASET.COLOR_RGB, udp=self.codec.udp)[0]
         keypoints = decode_keypoints(self.codec, self.heatmaps(inputs), centers, scales)
         scores = rescore(keypoints[:, :, 2], rows[:, 4], self.cfg.TEST.IN_VIS_THRE)
         if self.oks_nms:

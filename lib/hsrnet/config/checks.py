@@ -37,6 +37,9 @@ def check_sizes(cfg):
             raise ConfigError('{} must be [width, height] with positive entries, got {}'
                               .format(key, list(size)))
     image_size, heatmap_size = list(cfg.MODEL.IMAGE_SIZE), list(cfg.MODEL.EXTRA.HEATMAP_SIZE)
+    if cfg.MODEL.UDP and min(heatmap_size) < 2:
+        raise ConfigError('MODEL.UDP needs MODEL.EXTRA.HEATMAP_SIZE of 2 pixels or more each '
+                          'way, got {}'.format(heatmap_size))
     if [OUTPUT_STRIDE * n for n in heatmap_size] == image_size:
         return
     if all(n % OUTPUT_STRIDE == 0 for n in image_size):

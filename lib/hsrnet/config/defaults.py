@@ -100,6 +100,9 @@ def _build_defaults():
             # much faster from scratch. No effect with ImageNet weights.
             ZERO_INIT_RESIDUAL=False,
             NUM_JOINTS=16,
+            # new: UDP (Huang et al. 2020): crops, targets, decoding and the flip test
+            # in unbiased coordinates (sizes in pixel intervals); TEST.SHIFT_HEATMAP unused
+            UDP=False,
             IMAGE_SIZE=[256, 256],  # [width, height]
             EXTRA=C(
                 NUM_LAYERS=50,
@@ -138,6 +141,15 @@ def _build_defaults():
             # the image that much (changes pixels slightly).
             GROUP_BY_IMAGE=False,
             REDUCED_DECODE=False,
+            # new: half-body augmentation (HRNet's defaults): in training, with
+            # probability PROB_HALF_BODY a person with more than NUM_JOINTS_HALF_BODY
+            # visible joints is cropped around its upper or lower body's visible
+            # joints; UPPER_BODY_IDS: that body's joints, for a dataset with its own
+            # (COCO's and MPII's are built in)
+            HALF_BODY=False,
+            PROB_HALF_BODY=0.3,
+            NUM_JOINTS_HALF_BODY=8,
+            UPPER_BODY_IDS=[],
         ),
         # new: how batches reach the device. PIN_MEMORY: pinned batches when on
         # CUDA (as before); PREFETCH_FACTOR 0 = PyTorch's default; GPU_DECODE: JPEG
@@ -210,6 +222,8 @@ RANGES = (
     ('MODEL.EXTRA.SIGMA', 0, None, False),
     ('DATASET.SCALE_FACTOR', 0, None, True),
     ('DATASET.ROT_FACTOR', 0, None, True),
+    ('DATASET.PROB_HALF_BODY', 0, 1, True),
+    ('DATASET.NUM_JOINTS_HALF_BODY', 0, None, True),
     ('LOADER.PREFETCH_FACTOR', 0, None, True),
     ('TRAIN.LR', 0, None, False),
     ('TRAIN.LR_FACTOR', 0, None, False),

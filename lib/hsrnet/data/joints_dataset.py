@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 
 from hsrnet.head.codec import HeatmapCodec
 from hsrnet.data.gpu_decode import available as gpu_decode_available
+from hsrnet.data.half_body import HalfBody
 from hsrnet.data.layouts import keypoint_layout
 from hsrnet.evaluation import PosePredictions
 from hsrnet.utils.arrays import group_indices
@@ -52,11 +53,12 @@ def _largest_factor(shrink):
     return factor
 
 
-def reduced_crop(image, image_width, factor, center, scale, rotation, image_size, flip):
+def reduced_crop(image, image_width, factor, center, scale, rotation, image_size, flip,
+                 udp=False):
     """crop_image for an image decoded at 1/factor size (DATASET.REDUCED_DECODE):
     the same box, the same trans (full-size image -> crop) returned; reduced pixel
     i covers full pixels factor * i .. factor * i + factor - 1."""
-    trans = get_affine_transform(center, scale, rotation, image_size)
+    trans = get_affine_transform(center, scale, rotation, image_size, udp=udp)
     warp = trans
     if flip:
         mirror = np.array([[-1.0, 0.0, image_width - 1], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
@@ -143,6 +145,7 @@ class JointsDataset(Dataset):
         self.heatmap_size = np.array(cfg.MODEL.EXTRA.HEATMAP_SIZE, dtype=np.int64)
         self.sigma = cfg.MODEL.EXTRA.SIGMA
         self.codec = codec or HeatmapCodec.from_config(cfg)
+        self.udp = self.codec.udp   # MODEL.UDP: UDP's crops, as the codec's targets
         self.db = []
         self._check_config(cfg)
         self.reduced_decode = bool(cfg.DATASET.get('REDUCED_DECODE', False))
@@ -151,6 +154,9 @@ class JointsDataset(Dataset):
         # the original's attributes
         self.num_joints = self.keypoints.num_joints
         self.flip_pairs = [list(pair) for pair in self.keypoints.flip_pairs]
+        # DATASET.HALF_BODY (training only); DATASET.UPPER_BODY_IDS is checked in any case
+        half_body = HalfBody(cfg, self.keypoints, self.image_size)
+        self.half_body = half_body if is_train and cfg.DATASET.HALF_BODY else None
         self.read_image = ImageCache(self._decode_image)
         # new: a truncated image, or one whose size differs from its annotation's,
         # is skipped with a warning instead of stopping the run
@@ -282,6 +288,9 @@ class JointsDataset(Dataset):
             narrowest = {}
             for rec in self.db:
                 width = float(rec['scale'][0])
+                if self.half_body is not None:
+                    width = min(width, self.half_body.narrowest(rec['joints_3d'],
+                                                                rec['joints_3d_vis']))
                 narrowest[rec['image']] = min(narrowest.get(rec['image'], width), width)
             self._decode_factors = {
                 path: _largest_factor(width * zoom_in * PIXEL_STD / float(self.image_size[0]))
@@ -302,6 +311,10 @@ class JointsDataset(Dataset):
         rotation, flip = 0.0, False
         if self.is_train:
             scale_mult, rotation, flip = self._augmentation()
+            # half-body: its draws come after those, which it leaves as they were
+            half = self.half_body(joints, joints_vis) if self.half_body else None
+            if half is not None:
+                center, scale = half
             scale = scale * scale_mult
         encoded = self.gpu_decode if encoded is None else encoded
         factor = 1 if encoded else self._decode_factor(rec['image'])
@@ -323,14 +336,15 @@ class JointsDataset(Dataset):
             joints, joints_vis = fliplr_joints(joints, joints_vis, image_width, self.flip_pairs)
             center[0] = image_width - center[0] - 1
         if encoded:   # the matrix of crop_image, applied on the GPU
-            trans = get_affine_transform(center, scale, rotation, self.image_size)
+            trans = get_affine_transform(center, scale, rotation, self.image_size, udp=self.udp)
             warp = trans @ np.array([[-1.0, 0.0, image_width - 1], [0.0, 1.0, 0.0],
                                      [0.0, 0.0, 1.0]]) if flip else trans
         elif factor == 1:
-            crop, trans = crop_image(image, center, scale, rotation, self.image_size, flip)
+            crop, trans = crop_image(image, center, scale, rotation, self.image_size, flip,
+                                     self.udp)
         else:
             crop, trans = reduced_crop(image, image_width, factor, center, scale, rotation,
-                                       self.image_size, flip)
+                                       self.image_size, flip, self.udp)
         visible = joints_vis[:, :1] > 0.0
         joints[:, :2] = np.where(visible, affine_transform_points(joints[:, :2], trans),
                                  joints[:, :2])

@@ -32,6 +32,7 @@ def keypoint_layout(cfg, native, accepts_custom=True):
         sigmas=tuple(float(s) for s in sigmas) if sigmas else (
             None if custom else native.sigmas),
         skeleton=tuple(tuple(limb) for limb in skeleton) if skeleton or custom
-        else native.skeleton)
+        else native.skeleton,
+        upper_body=() if custom else native.upper_body)
     return layout.check('DATASET.FLIP_PAIRS / OKS_SIGMAS / SKELETON with MODEL.NUM_JOINTS '
                         '{}'.format(num_joints))

@@ -40,7 +40,7 @@ VERSION = 1
 DTYPES = ('float16', 'float32')
 BOX_ARRAYS = ('centers', 'scales', 'box_scores', 'areas')
 # What decoding and evaluation read from the config (config key -> saved value).
-SAVED_KEYS = ('MODEL.NUM_JOINTS', 'MODEL.IMAGE_SIZE', 'MODEL.EXTRA.HEATMAP_SIZE',
+SAVED_KEYS = ('MODEL.NUM_JOINTS', 'MODEL.IMAGE_SIZE', 'MODEL.EXTRA.HEATMAP_SIZE', 'MODEL.UDP',
               'MODEL.EXTRA.SIGMA', 'MODEL.EXTRA.TARGET_TYPE',
               'TEST.POST_PROCESS', 'TEST.DARK', 'TEST.IN_VIS_THRE', 'TEST.OKS_THRE',
               'TEST.FLIP_TEST', 'TEST.SHIFT_HEATMAP', 'TEST.MODEL_FILE',

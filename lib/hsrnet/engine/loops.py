@@ -208,8 +208,8 @@ def _collect_predictions(config, val_loader, val_dataset, model, criterion, prec
             indices.extend(int(k) for k in meta['index'])
             data_time.update(time.time() - end)
             input = precision.prepare_input(input, device)
-            output = predict_heatmaps(model, input, flip_pairs, config.TEST.SHIFT_HEATMAP,
-                                      precision)
+            output = predict_heatmaps(model, input, flip_pairs,
+                                      codec.flip_shift(config.TEST.SHIFT_HEATMAP), precision)
             target = target.to(device, non_blocking=True)
             target_weight = target_weight.to(device, non_blocking=True)
             loss = criterion(output, target, target_weight)

@@ -10,6 +10,13 @@ inference API and the tools (flip-back, decode). The original's functions
 Conventions (PROTOCOL.md): heatmaps are (..., J, H, W) at HEATMAP_SIZE = (w, h),
 IMAGE_SIZE / HEATMAP_SIZE is the stride; a joint's Gaussian peaks (value 1) at
 mu = int(joint / stride + 0.5) with a window of radius 3 sigma.
+
+With `udp` (MODEL.UDP, Huang et al. CVPR 2020) sizes are measured in pixel
+intervals: heatmap coordinates = input coordinates x (heatmap_size - 1) /
+(image_size - 1) (`stride` is the inverse of that factor), the Gaussian peaks
+at the joint's exact sub-pixel position (window and weight still from its
+rounded position mu), decoding maps back through UDP's inverse crop affine
+(utils.transforms.udp_affine) and the flip test needs no shift.
 """
 import functools
 
@@ -103,6 +110,14 @@ def dark_offset(heatmaps, coords, sigma):
     return np.stack([offset_x, offset_y], axis=-1) * ok[..., None]
 
 
+def _udp_profile(grid, mu, centre, sigma):
+    """exp(-(x - centre)^2 / (2 sigma^2)) on `grid` (float64) for |x - mu| <= 3
+    sigma, else 0; mu, centre (..., 1) float64 (numpy or torch alike)."""
+    exp = np.exp if isinstance(grid, np.ndarray) else (lambda v: v.exp())
+    inside = abs(grid - mu) <= sigma * 3
+    return exp(-(grid - centre) ** 2 / (2 * sigma ** 2)) * inside
+
+
 def gaussian_profile(sigma):
     """exp(-d^2 / (2 sigma^2)) for whole offsets d = 0 .. 3 sigma, float32, by the
     expression `HeatmapCodec.encode` evaluates."""
@@ -123,11 +138,12 @@ class HeatmapCodec:
     image_size, heatmap_size: (width, height); sigma: the Gaussian's standard
     deviation in heatmap pixels. Decoding: the argmax, then the quarter-pixel
     offset (`post_process`, TEST.POST_PROCESS) or DARK (`dark`, TEST.DARK), then
-    back through the inverse crop affine into image pixels.
+    back through the inverse crop affine into image pixels. `udp` (MODEL.UDP):
+    UDP's coordinates, targets and decoding (module docstring).
     """
 
     def __init__(self, image_size, heatmap_size, sigma, target_type='gaussian',
-                 post_process=True, dark=False):
+                 post_process=True, dark=False, udp=False):
         if target_type not in TARGET_TYPES:
             raise ConfigError("MODEL.EXTRA.TARGET_TYPE: only 'gaussian' targets exist, got {!r}"
                               .format(target_type))
@@ -136,19 +152,30 @@ class HeatmapCodec:
         self.sigma = float(sigma)
         self.post_process = bool(post_process)
         self.dark = bool(dark)
+        self.udp = bool(udp)
 
     @classmethod
     def from_config(cls, cfg, **overrides):
         """The codec of an experiment config; keyword arguments override its keys."""
         kwargs = dict(image_size=cfg.MODEL.IMAGE_SIZE, heatmap_size=cfg.MODEL.EXTRA.HEATMAP_SIZE,
                       sigma=cfg.MODEL.EXTRA.SIGMA, target_type=cfg.MODEL.EXTRA.TARGET_TYPE,
-                      post_process=cfg.TEST.POST_PROCESS, dark=cfg.TEST.DARK)
+                      post_process=cfg.TEST.POST_PROCESS, dark=cfg.TEST.DARK,
+                      udp=cfg.MODEL.UDP)
         kwargs.update(overrides)
         return cls(**kwargs)
 
     @property
     def stride(self):
+        """Input pixels per heatmap pixel: image / heatmap size, with UDP the
+        ratio of their pixel intervals (image - 1) / (heatmap - 1)."""
+        if self.udp:
+            return (self.image_size - 1) / (self.heatmap_size - 1)
         return self.image_size / self.heatmap_size
+
+    def flip_shift(self, shift_heatmap):
+        """Whether the flip test shifts the flipped heatmaps one pixel right:
+        TEST.SHIFT_HEATMAP, never with UDP (there they align exactly)."""
+        return bool(shift_heatmap) and not self.udp
 
     # -- encoding -----------------------------------------------------------------
 
@@ -167,15 +194,22 @@ class HeatmapCodec:
         width, height = self.heatmap_size
         radius = self.sigma * 3
         # int(x + 0.5) of the original: truncation toward zero.
-        mu = np.trunc(joints / self.stride + 0.5)
+        exact = joints / self.stride
+        mu = np.trunc(exact + 0.5)
         outside = ((mu - radius >= self.heatmap_size) | (mu + radius + 1 < 0)).any(axis=-1)
         target_weight = np.where(outside, 0.0, vis).astype(np.float32)
 
         # The Gaussian is separable: one 1-D profile per joint and axis.
-        dx = np.arange(width, dtype=np.float32) - mu[..., :1].astype(np.float32)
-        dy = np.arange(height, dtype=np.float32) - mu[..., 1:].astype(np.float32)
-        gx = np.where(np.abs(dx) <= radius, np.exp(-dx ** 2 / (2 * self.sigma ** 2)), 0)
-        gy = np.where(np.abs(dy) <= radius, np.exp(-dy ** 2 / (2 * self.sigma ** 2)), 0)
+        if self.udp:
+            gx = _udp_profile(np.arange(width, dtype=np.float64), mu[..., :1], exact[..., :1],
+                              self.sigma)
+            gy = _udp_profile(np.arange(height, dtype=np.float64), mu[..., 1:], exact[..., 1:],
+                              self.sigma)
+        else:
+            dx = np.arange(width, dtype=np.float32) - mu[..., :1].astype(np.float32)
+            dy = np.arange(height, dtype=np.float32) - mu[..., 1:].astype(np.float32)
+            gx = np.where(np.abs(dx) <= radius, np.exp(-dx ** 2 / (2 * self.sigma ** 2)), 0)
+            gy = np.where(np.abs(dy) <= radius, np.exp(-dy ** 2 / (2 * self.sigma ** 2)), 0)
         gx *= (target_weight > 0.5)[..., None]
         target = (gy[..., :, None] * gx[..., None, :]).astype(np.float32)
         return target, target_weight[..., None]
@@ -197,13 +231,21 @@ class HeatmapCodec:
         # python numbers: a tensor made from host data is a copy that, on CUDA, waits
         # for the device (a host sync per batch)
         joints = joints.double()
-        mu = torch.trunc(torch.stack([joints[..., 0] / stride_x, joints[..., 1] / stride_y],
-                                     dim=-1) + 0.5)
+        exact = torch.stack([joints[..., 0] / stride_x, joints[..., 1] / stride_y], dim=-1)
+        mu = torch.trunc(exact + 0.5)
         mu_x, mu_y = mu[..., 0], mu[..., 1]
         outside = ((mu_x - radius >= width) | (mu_y - radius >= height)
                    | (mu_x + radius + 1 < 0) | (mu_y + radius + 1 < 0))
         weight = torch.where(outside, torch.zeros((), dtype=torch.float32, device=device),
                              vis.float())
+        if self.udp:   # float64 as `encode`, then float32
+            grid_x = torch.arange(width, dtype=torch.float64, device=device)
+            grid_y = torch.arange(height, dtype=torch.float64, device=device)
+            gx = _udp_profile(grid_x, mu[..., :1], exact[..., :1], self.sigma)
+            gy = _udp_profile(grid_y, mu[..., 1:], exact[..., 1:], self.sigma)
+            gx = gx * (weight > 0.5).unsqueeze(-1)
+            target = (gy.unsqueeze(-1) * gx.unsqueeze(-2)).float()
+            return target, weight.unsqueeze(-1)
         mu = mu.float()
         dx = torch.arange(width, dtype=torch.float32, device=device) - mu[..., :1]
         dy = torch.arange(height, dtype=torch.float32, device=device) - mu[..., 1:]
@@ -254,7 +296,8 @@ class HeatmapCodec:
         heatmaps = np.asarray(heatmaps)
         coords, maxvals = self.decode_heatmap_coords(heatmaps)
         height, width = heatmaps.shape[2:]
-        preds = transform_preds(coords, np.asarray(center), np.asarray(scale), [width, height])
+        preds = transform_preds(coords, np.asarray(center), np.asarray(scale), [width, height],
+                                udp=self.udp)
         # The original maps back in float64 and stores the result into its float32
         # `preds`: round there too, so that keypoints match it to the last bit.
         return preds.astype(np.float32), maxvals

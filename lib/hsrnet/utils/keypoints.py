@@ -16,11 +16,13 @@ from hsrnet.utils.errors import ConfigError
 class KeypointLayout:
     """names: one per joint ('' when unnamed); flip_pairs: ((left, right), ...);
     sigmas: the per-joint OKS constants (None: no OKS for this set); skeleton:
-    ((a, b), ...) limbs for drawing. Joint ids are 0-based."""
+    ((a, b), ...) limbs for drawing; upper_body: the joints of the upper body
+    (half-body augmentation; () where the set declares none). Joint ids are 0-based."""
     names: tuple
     flip_pairs: tuple
     sigmas: tuple = None
     skeleton: tuple = ()
+    upper_body: tuple = ()
 
     @property
     def num_joints(self):
@@ -77,7 +79,8 @@ COCO_KEYPOINTS = KeypointLayout(
                            1.07, 1.07, .87, .87, .89, .89]) / 10.0),
     # head, arms, torso, legs
     skeleton=((0, 1), (0, 2), (1, 3), (2, 4), (5, 6), (5, 7), (7, 9), (6, 8), (8, 10),
-              (5, 11), (6, 12), (11, 12), (11, 13), (13, 15), (12, 14), (14, 16)))
+              (5, 11), (6, 12), (11, 12), (11, 13), (13, 15), (12, 14), (14, 16)),
+    upper_body=tuple(range(11)))   # face, shoulders, arms
 
 MPII_KEYPOINTS = KeypointLayout(
     names=('r_ankle', 'r_knee', 'r_hip', 'l_hip', 'l_knee', 'l_ankle', 'pelvis', 'thorax',
@@ -86,4 +89,5 @@ MPII_KEYPOINTS = KeypointLayout(
     flip_pairs=((0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13)),
     sigmas=None,
     skeleton=((0, 1), (1, 2), (2, 6), (3, 6), (3, 4), (4, 5), (6, 7), (7, 8), (8, 9),
-              (7, 12), (12, 11), (11, 10), (7, 13), (13, 14), (14, 15)))
+              (7, 12), (12, 11), (11, 10), (7, 13), (13, 14), (14, 15)),
+    upper_body=(7, 8, 9, 10, 11, 12, 13, 14, 15))   # thorax, neck, head, arms

@@ -7,6 +7,13 @@ degrees; its zoom is fixed by the box width alone (output_w / (scale_w * 200)),
 exactly as in the original, where boxes already have the output's aspect ratio.
 Crops are cut with OpenCV's bilinear warpAffine (`crop_image`).
 
+With `udp` (MODEL.UDP) the functions use UDP's unbiased geometry instead (Huang
+et al., "The Devil is in the Details", CVPR 2020): pixels are points at whole
+coordinates and sizes are measured in pixel intervals, so an output of w x h
+pixels spans (w - 1, h - 1). The box's width and height map onto those spans
+(each axis its own zoom) and its centre onto ((w - 1) / 2, (h - 1) / 2); the
+same rule with the heatmap's size maps heatmap coordinates back to the image.
+
 All functions broadcast over leading dimensions, so a whole batch of boxes or
 joints is handled without Python loops.
 """
@@ -54,9 +61,10 @@ def _solve_affine(src, dst):
     return np.swapaxes(np.linalg.solve(np.concatenate([src, ones], -1), dst), -1, -2)
 
 
-def get_affine_transform(center, scale, rot, output_size, shift=(0, 0), inv=0):
+def get_affine_transform(center, scale, rot, output_size, shift=(0, 0), inv=0, udp=False):
     """The 2x3 matrix mapping the box (center, scale * 200, rot degrees) onto
-    `output_size` = (width, height), or the inverse mapping when `inv` is true.
+    `output_size` = (width, height), or the inverse mapping when `inv` is true;
+    with `udp` UDP's (`udp_affine`).
 
     Built as the original does, from three float32 point pairs (the centres,
     a point half a box width above them, turned by `rot`, and a third point at
@@ -64,11 +72,34 @@ def get_affine_transform(center, scale, rot, output_size, shift=(0, 0), inv=0):
     center (..., 2), scale scalar or (..., 2), rot scalar or (...,): the result has
     shape (..., 2, 3). `shift` moves the box centre by shift * box size.
     """
+    if udp:
+        return udp_affine(center, scale, rot, output_size, shift, inv)
     one = np.ndim(center) == 1 and np.ndim(rot) == 0 and np.ndim(shift) == 1 \
         and np.ndim(scale) <= 1
     src, dst = (_point_pairs_one if one else _point_pairs)(center, scale, rot, output_size,
                                                            shift)
     return _solve_affine(dst, src) if inv else _solve_affine(src, dst)
+
+
+def udp_affine(center, scale, rot, output_size, shift=(0, 0), inv=False):
+    """UDP's crop affine (float64, (..., 2, 3)): out = diag(z) R (p - c) + m with
+    z = (output_size - 1) / box size per axis, m = (output_size - 1) / 2 and R the
+    rotation of get_affine_transform; with `inv` its inverse p = R^T diag(1/z)
+    (out - m) + c. Same arguments and broadcasting as get_affine_transform."""
+    box_wh = _as_scale_wh(scale) * PIXEL_STD
+    center = np.asarray(center, dtype=np.float64) + box_wh * np.asarray(shift, dtype=np.float64)
+    span = np.array([output_size[0], output_size[1]], dtype=np.float64) - 1
+    zoom = span / box_wh
+    rot_rad = np.deg2rad(np.asarray(rot, dtype=np.float64))
+    cos, sin = np.cos(rot_rad), np.sin(rot_rad)
+    rotate = np.stack([np.stack([cos, sin], -1), np.stack([-sin, cos], -1)], -2)
+    if inv:
+        linear = np.swapaxes(rotate, -1, -2) / zoom[..., None, :]
+        offset = center - (linear @ (span / 2)[:, None])[..., 0]
+    else:
+        linear = rotate * zoom[..., :, None]
+        offset = span / 2 - (linear @ center[..., None])[..., 0]
+    return np.concatenate([linear, offset[..., None]], axis=-1)
 
 
 def _point_pairs(center, scale, rot, output_size, shift):
@@ -130,11 +161,12 @@ def affine_transform(pt, t):
     return affine_transform_points(np.asarray(pt, dtype=np.float64)[None, :2], t)[0]
 
 
-def transform_preds(coords, center, scale, output_size):
+def transform_preds(coords, center, scale, output_size, udp=False):
     """Map heatmap coordinates (..., J, >=2) of crops with the given centres and
-    scales back to image coordinates (rotation 0); extra columns are kept."""
+    scales back to image coordinates (rotation 0); extra columns are kept. With
+    `udp` through UDP's inverse affine (heatmap spans output_size - 1)."""
     coords = np.asarray(coords, dtype=np.float64)
-    inverse = get_affine_transform(center, scale, 0, output_size, inv=1)
+    inverse = get_affine_transform(center, scale, 0, output_size, inv=1, udp=udp)
     target_coords = coords.copy()
     target_coords[..., :2] = affine_transform_points(coords[..., :2], inverse)
     return target_coords
@@ -173,13 +205,13 @@ def fliplr_joints(joints, joints_vis, width, matched_parts):
     return joints * joints_vis, joints_vis
 
 
-def crop_image(image, center, scale, rotation, image_size, flip=False):
+def crop_image(image, center, scale, rotation, image_size, flip=False, udp=False):
     """Cut the box (center, scale, rotation) of `image` (H, W, C) into a crop of
     `image_size` = (width, height) with bilinear sampling. With `flip` the image
     is mirrored first (x -> W - 1 - x, the centre given in mirrored coordinates):
-    the mirror is folded into the warp instead of copying the image.
-    Returns (crop, trans), trans the 2x3 affine from (mirrored) image to crop."""
-    trans = get_affine_transform(center, scale, rotation, image_size)
+    the mirror is folded into the warp instead of copying the image; `udp`: UDP's
+    affine. Returns (crop, trans), trans the 2x3 affine from (mirrored) image to crop."""
+    trans = get_affine_transform(center, scale, rotation, image_size, udp=udp)
     warp = trans
     if flip:
         mirror = np.array([[-1.0, 0.0, image.shape[1] - 1], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
@@ -212,12 +244,14 @@ def normalize_pixels(crop):
     return pixels
 
 
-def crop_input(image, center, scale, image_size, color_rgb=False, rotation=0.0, flip=False):
-    """The network input of one person box: the crop (`crop_image`), in RGB order
-    when `color_rgb` (DATASET.COLOR_RGB), normalised as float32 (3, H, W). Returns
-    (input, trans). What the datasets feed train.py and valid.py, and what the
-    inference API (apps.estimator) feeds the network: one function for both."""
-    crop, trans = crop_image(image, center, scale, rotation, image_size, flip)
+def crop_input(image, center, scale, image_size, color_rgb=False, rotation=0.0, flip=False,
+               udp=False):
+    """The network input of one person box: the crop (`crop_image`, UDP's with
+    `udp`), in RGB order when `color_rgb` (DATASET.COLOR_RGB), normalised as
+    float32 (3, H, W). Returns (input, trans). What the datasets feed train.py and
+    valid.py, and what the inference API (apps.estimator) feeds the network: one
+    function for both."""
+    crop, trans = crop_image(image, center, scale, rotation, image_size, flip, udp)
     if color_rgb:
         crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
     return normalize_pixels(crop), trans
