@@ -2,20 +2,23 @@
 
     python pose_estimation/infer.py --cfg EXPERIMENT.yaml --model-file CKPT|MODEL.onnx \\
         --input PATH --out DIR [--boxes DETECTIONS.json | --whole-image | --detector D.onnx] \\
-        [--flip-test] [opts KEY VALUE ...]
+        [--flip-test] [--smooth] [opts KEY VALUE ...]
 
 PATH is an image, a folder of images, a video file or a webcam index (0, 1, ...).
 Person boxes come from --boxes (a COCO results json matched by "file_name" or
 "image_id"; for a video image_id is the frame index), --whole-image (one box per
-picture), --detector (a person detector in a local ONNX file; its input/output
-layout is in lib/hsrnet/apps/person_boxes.py), or by default OpenCV's HOG people
-detector (when the installed OpenCV has it). Writes into DIR the pictures
-(<name>_pose.jpg) or the video (<name>_pose.mp4) with the skeletons drawn, and
-DIR/keypoints.json: COCO results records (image_id, category_id, keypoints,
-score, bbox) with "file_name" (pictures) or "frame" and "track_id" (video;
-persons are tracked across frames). Everything is written under temporary
-names and renamed at the end: a failed run leaves nothing that looks complete.
+picture), --detector (a person detector in a local ONNX file: post-NMS rows,
+raw YOLOv8/YOLO11 output or mmdeploy's dets + labels; docs/infer.md), or by
+default OpenCV's HOG people detector (when the installed OpenCV has it). On
+video, --smooth runs a One-Euro filter over each tracked person's joints.
+Writes into DIR the pictures (<name>_pose.jpg) or the video (<name>_pose.mp4)
+with the skeletons drawn, and DIR/keypoints.json: COCO results records
+(image_id, category_id, keypoints, score, bbox) with "file_name" (pictures) or
+"frame" and "track_id" (video; persons are tracked across frames). Everything
+is written under temporary names and renamed at the end: a failed run leaves
+nothing that looks complete.
 """
+import dataclasses
 import os
 import sys
 import time
@@ -25,7 +28,9 @@ import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 import numpy as np
 
 from hsrnet.apps.estimator import PoseEstimator
+from hsrnet.apps.detector_layouts import LAYOUT_CHOICES
 from hsrnet.apps.person_boxes import BoxesFile, HogPeopleDetector, OnnxPersonDetector, WholeImage
+from hsrnet.apps.smoothing import DEFAULTS as SMOOTH_DEFAULTS, KeypointSmoother, check_params
 from hsrnet.apps.tracking import PoseTracker
 from hsrnet.runner.cli import add_opts, base_parser, load_fresh_config
 from hsrnet.utils.errors import ConfigError, DataError
@@ -54,8 +59,13 @@ def parse_args(argv=None):
                                        'image_id or file_name)')
     boxes.add_argument('--whole-image', action='store_true',
                        help='one box per picture: the whole picture (single persons)')
-    boxes.add_argument('--detector', help='a person detector as an ONNX file (layout: '
-                                          'lib/hsrnet/apps/person_boxes.py)')
+    boxes.add_argument('--detector', help='a person detector as an ONNX file: post-NMS rows '
+                                          '(1, N, 6|5), raw YOLOv8/YOLO11 (1, 4+C, A) or '
+                                          'dets (1, N, 5) + labels (1, N) (docs/infer.md)')
+    parser.add_argument('--detector-layout', choices=LAYOUT_CHOICES, default='auto',
+                        help="how to read --detector's outputs (default auto: dets + labels "
+                             'when there is such a pair, else rows when the last dimension '
+                             'is 5 or 6, else yolo; so (1, 6, 6) is read as rows)')
     parser.add_argument('--detector-size', type=int, nargs=2, default=[640, 640],
                         metavar=('W', 'H'), help='input size of a detector whose size is not '
                                                  'fixed in the file (default 640 640)')
@@ -68,12 +78,21 @@ def parse_args(argv=None):
     parser.add_argument('--no-oks-nms', action='store_true',
                         help='keep poses that duplicate a better one (OKS > TEST.OKS_THRE)')
     parser.add_argument('--kpt-thre', type=float, default=None,
-                        help='draw joints scoring above this (default TEST.IN_VIS_THRE)')
+                        help='draw (and --smooth) joints scoring above this (default '
+                             'TEST.IN_VIS_THRE)')
     parser.add_argument('--person-thre', type=float, default=0.0,
                         help='draw persons scoring at least this (default %(default)s: all); '
                              'keypoints.json keeps every person')
     parser.add_argument('--track', choices=('oks', 'iou'), default='oks',
                         help='match video persons across frames by pose OKS or box IoU')
+    parser.add_argument('--smooth', action='store_true',
+                        help='video: One-Euro filter over each tracked person\'s joints '
+                             '(joints scoring at most --kpt-thre pass through unfiltered)')
+    parser.add_argument('--smooth-params', type=float, nargs=3, default=None,
+                        metavar=('MIN_CUTOFF', 'BETA', 'D_CUTOFF'),
+                        help='the filter\'s parameters, implying --smooth: resting cutoff (Hz), '
+                             'cutoff rise per person size per second of speed (Hz), cutoff of '
+                             'the speed (Hz) (default {} {} {})'.format(*SMOOTH_DEFAULTS))
     parser.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda:0', ...")
     parser.add_argument('--precision', choices=('fp32', 'bf16', 'fp16'),
                         help='torch only; default: the yaml\'s AMP settings')
@@ -103,8 +122,24 @@ def box_source(args, source):
         return WholeImage()
     if args.detector:
         return OnnxPersonDetector(args.detector, min_score=args.box_thre,
-                                  size=tuple(args.detector_size))
+                                  size=tuple(args.detector_size), layout=args.detector_layout)
     return HogPeopleDetector(min_score=args.box_thre)
+
+
+def smoothing_params(args, source):
+    """The One-Euro parameters of --smooth / --smooth-params, or None (no smoothing);
+    ValueError naming the option when they do not fit."""
+    if not (args.smooth or args.smooth_params):
+        return None
+    option = '--smooth-params' if args.smooth_params else '--smooth'
+    if not source.is_video:
+        raise ValueError('{}: smooths tracked persons across video frames; {} is {}'.format(
+            option, args.input, 'a folder of pictures' if source.kind == 'folder'
+            else 'a picture'))
+    try:
+        return check_params(*(args.smooth_params or SMOOTH_DEFAULTS))
+    except ValueError as err:
+        raise ValueError('--smooth-params: {}'.format(err)) from None
 
 
 class Progress:
@@ -160,7 +195,11 @@ class Inference:
     def __init__(self, args):
         self.args = args
         cfg = load_fresh_config(args, INFER_FLAGS, weights=args.model_file)
+        if args.detector_layout != 'auto' and not args.detector:
+            raise ValueError('--detector-layout {}: reads the outputs of --detector FILE.onnx, '
+                             'which is not given'.format(args.detector_layout))
         self.source = Source(args.input)
+        self.smoothing = smoothing_params(args, self.source)
         self.boxes = box_source(args, self.source)
         self.estimator = PoseEstimator(cfg, args.model_file, device=args.device,
                                        precision=args.precision, oks_nms=not args.no_oks_nms,
@@ -211,6 +250,8 @@ class Inference:
         # joints without OKS constants (MPII's): boxes are matched instead
         method = self.args.track if sigmas is not None else 'iou'
         tracker = PoseTracker(method=method, sigmas=sigmas, vis_thre=self.kpt_thre)
+        smoother = None if self.smoothing is None else KeypointSmoother(
+            *self.smoothing, score_threshold=self.kpt_thre)
         writer = None if self.args.no_draw else self.output.video_writer(
             source.name + '_pose.mp4', source.fps, source.frame_size())
         batch = []
@@ -219,13 +260,14 @@ class Inference:
                 for frame in source:
                     batch.append(frame)
                     if len(batch) >= max(1, self.args.frames_per_batch):
-                        records += self._video_batch(batch, tracker, writer, progress)
+                        records += self._video_batch(batch, (tracker, smoother), writer,
+                                                     progress)
                         batch = []
             except KeyboardInterrupt:
                 if source.kind != 'webcam':
                     raise
                 batch = []      # Ctrl-C ends a webcam run; what was done is kept
-            records += self._video_batch(batch, tracker, writer, progress)
+            records += self._video_batch(batch, (tracker, smoother), writer, progress)
         finally:
             if writer is not None:
                 writer.release()
@@ -234,15 +276,20 @@ class Inference:
                 self.args.input))
         return records
 
-    def _video_batch(self, frames, tracker, writer, progress):
+    def _video_batch(self, frames, tracking, writer, progress):
         if not frames:
             return []
+        tracker, smoother = tracking
         persons_of = self.estimator.estimate_many([f.image for f in frames],
                                                   [self.boxes(f) for f in frames])
         records = []
         for frame, persons in zip(frames, persons_of):
             keypoints = np.array([p.keypoints for p in persons]).reshape(len(persons), -1, 3)
-            ids = tracker.update(keypoints, np.array([p.box for p in persons]).reshape(-1, 4))
+            boxes = np.array([p.box for p in persons]).reshape(-1, 4)
+            ids = tracker.update(keypoints, boxes)
+            if smoother is not None:
+                smoothed = smoother.update(ids, keypoints, boxes, frame.frame / self.source.fps)
+                persons = [dataclasses.replace(p, keypoints=k) for p, k in zip(persons, smoothed)]
             for person, track_id in zip(persons, ids):
                 records.append(dict(person.to_coco(frame.image_id), frame=frame.frame,
                                     track_id=int(track_id)))

@@ -371,3 +371,85 @@ def test_original_format_checkpoint_and_precision(setup, tmp_path):
     assert bf16.estimate(image, boxes)[0].keypoints.shape == (17, 3)
     with pytest.raises(ValueError, match='precision must be one of'):
         PoseEstimator(tiny_config(), setup['ckpt'], precision='int8')
+
+
+def read_records(out):
+    with open(out / 'keypoints.json') as f:
+        return {(r['frame'], r['track_id']): r for r in json.load(f)}
+
+
+def second_differences(records):
+    """Mean length of the keypoints' second difference over frames, per track."""
+    tracks = {}
+    for (frame, track), record in sorted(records.items()):
+        tracks.setdefault(track, []).append(np.reshape(record['keypoints'], (-1, 3))[:, :2])
+    d2 = [np.linalg.norm(np.diff(np.array(k), 2, axis=0), axis=-1).mean()
+          for k in tracks.values() if len(k) > 2]
+    return float(np.mean(d2))
+
+
+def test_infer_smooth_filters_the_tracked_keypoints(setup, tmp_path):
+    info = setup['video_info']
+    flags = ['--input', setup['video'], '--boxes', info['boxes_file'], '--kpt-thre', '-1',
+             '--no-draw', '--quiet']
+    runs = {}
+    for name, extra in (('raw', []), ('smooth', ['--smooth']),
+                        ('plain', ['--smooth-params', '1', '0', '1'])):
+        status, err = run_infer(*base_args(setup, tmp_path / name), *flags, *extra, *TINY_OPTS)
+        assert status == 0, err
+        runs[name] = read_records(tmp_path / name)
+    raw, smooth = runs['raw'], runs['smooth']
+    assert raw.keys() == smooth.keys() and len(raw) == info['frames'] * info['figures']
+    for key, record in raw.items():
+        assert smooth[key]['bbox'] == record['bbox'] and smooth[key]['score'] == record['score']
+        scores = np.reshape(record['keypoints'], (-1, 3))[:, 2]
+        np.testing.assert_array_equal(np.reshape(smooth[key]['keypoints'], (-1, 3))[:, 2],
+                                      scores)
+    first = {track: min(f for f, t in raw if t == track) for _, track in raw}
+    for (frame, track), record in raw.items():        # a track's first pose: unchanged
+        same = record['keypoints'] == smooth[frame, track]['keypoints']
+        assert same == (frame == first[track]), (frame, track)
+    # the random network's joints leap about: the default filter, seeing speed, smooths
+    # them less than a plain 1 Hz low-pass (beta 0) does
+    assert second_differences(runs['plain']) < second_differences(smooth) < \
+        second_differences(raw)
+
+
+def test_smooth_options_are_checked(setup, tmp_path):
+    status, err = run_infer(*base_args(setup, tmp_path / 'out'), '--input', setup['images'],
+                            '--whole-image', '--smooth', *TINY_OPTS)
+    assert_one_line_error(status, err, '--smooth', setup['images'], 'video')
+    assert status == 2
+    status, err = run_infer(*base_args(setup, tmp_path / 'out'), '--input', setup['video'],
+                            '--whole-image', '--smooth-params', '0', '4', '1', *TINY_OPTS)
+    assert_one_line_error(status, err, '--smooth-params', 'min_cutoff')
+    assert status == 2
+    assert_nothing_written(tmp_path / 'out')
+
+
+def test_detector_layout_flag(setup, tmp_path):
+    pytest.importorskip('onnxruntime')
+    from tiny_detectors import (AMBIGUOUS_AS_ROWS, AMBIGUOUS_AS_YOLO, ambiguous_detector,
+                                unknown_detector)
+    detector = ambiguous_detector(tmp_path / 'ambiguous.onnx')
+    picture = tmp_path / 'square.jpg'
+    cv2.imwrite(str(picture), cv2.imread(str(sorted(setup['images'].iterdir())[0]))[:256, :256])
+    assert cv2.imread(str(picture)).shape == (256, 256, 3)     # letterboxed at zoom 1
+    for layout, expected in (([], AMBIGUOUS_AS_ROWS),
+                             (['--detector-layout', 'yolo'], AMBIGUOUS_AS_YOLO)):
+        out = tmp_path / ('out' + ''.join(layout))
+        status, err = run_infer(*base_args(setup, out), '--input', picture, '--detector',
+                                detector, *layout, '--no-oks-nms', '--no-draw', *TINY_OPTS)
+        assert status == 0, err
+        with open(out / 'keypoints.json') as f:
+            boxes = sorted(r['bbox'] for r in json.load(f))
+        np.testing.assert_allclose(boxes, sorted(np.array(expected)[:, :4].tolist()), atol=0.01)
+    unknown = unknown_detector(tmp_path / 'unknown.onnx')
+    status, err = run_infer(*base_args(setup, tmp_path / 'bad'), '--input', picture,
+                            '--detector', unknown, *TINY_OPTS)
+    assert_one_line_error(status, err, unknown, 'weird (1, 3, 2)', 'accepted: rows')
+    assert status == 2
+    status, err = run_infer(*base_args(setup, tmp_path / 'bad'), '--input', picture,
+                            '--whole-image', '--detector-layout', 'yolo', *TINY_OPTS)
+    assert_one_line_error(status, err, '--detector-layout yolo', '--detector')
+    assert status == 2

@@ -8,6 +8,8 @@ import pytest
 from hsrnet.apps.person_boxes import (BoxesFile, HogPeopleDetector, OnnxPersonDetector, WholeImage,
                                _hog_class)
 from hsrnet.apps.media import Frame
+from tiny_detectors import (AMBIGUOUS, AMBIGUOUS_AS_ROWS, AMBIGUOUS_AS_YOLO, YOLO_BOXES,
+                            ambiguous_detector, export_fixed, unknown_detector, yolo_head)
 
 
 def frame(width=200, height=100, **kw):
@@ -93,3 +95,103 @@ def test_onnx_detector_refuses_other_files(tmp_path):
     bad.write_bytes(b'nope')
     with pytest.raises(ValueError, match='bad.onnx: not an ONNX model'):
         OnnxPersonDetector(str(bad))
+
+
+# --- the detector output layouts (apps.detector_layouts) -------------------------------
+
+@pytest.fixture(scope='module')
+def layouts(tmp_path_factory):
+    pytest.importorskip('onnxruntime')
+    import torch
+    folder = tmp_path_factory.mktemp('layouts')
+    dets = torch.tensor([[[20, 10, 120, 110, 0.9], [0, 0, 50, 50, 0.95],
+                          [130, 20, 200, 120, 0.1], [130, 20, 200, 120, 0.6]]])
+    labels = torch.tensor([[0, 2, 0, 0]], dtype=torch.int64)
+    return {
+        'yolo': export_fixed(folder / 'yolo.onnx', {'output0': yolo_head()}),
+        'yolo_open': export_fixed(folder / 'yolo_open.onnx', {'output0': yolo_head()},
+                                  open_axis={'output0': 1}),
+        'rows_open': export_fixed(folder / 'rows_open.onnx', {'det': torch.tensor(
+            [AMBIGUOUS[:2]], dtype=torch.float32)}, open_axis={'det': 1}),
+        'ambiguous': ambiguous_detector(folder / 'ambiguous.onnx'),
+        'dets_labels': export_fixed(folder / 'dets_labels.onnx',
+                                    {'dets': dets, 'labels': labels}),
+        'labels_first': export_fixed(folder / 'labels_first.onnx',
+                                     {'labels': labels, 'dets': dets}),
+        'unnamed_pair': export_fixed(folder / 'unnamed_pair.onnx',
+                                     {'out0': dets, 'out1': labels}),
+        'unknown': unknown_detector(folder / 'unknown.onnx'),
+    }
+
+
+def declared_shape(path):
+    import onnxruntime as ort
+    return ort.InferenceSession(path, providers=['CPUExecutionProvider']).get_outputs()[0].shape
+
+
+def test_yolo_raw_head_is_decoded_nmsed_and_mapped_back(layouts):
+    assert declared_shape(layouts['yolo']) == [1, 6, 32]
+    assert not any(isinstance(d, int) for d in declared_shape(layouts['yolo_open']))
+    for name in ('yolo', 'yolo_open'):          # declared shape, or one found by a run
+        detector = OnnxPersonDetector(layouts[name])
+        assert detector.layout == 'yolo' and 'too' not in detector.name
+        np.testing.assert_allclose(detector(frame(512, 256)), YOLO_BOXES, atol=1e-3)
+    lower = OnnxPersonDetector(layouts['yolo'], min_score=0.1)(frame(512, 256))
+    assert len(lower) == 3 and lower[-1, 4] == pytest.approx(0.2)    # the weak person
+
+
+@pytest.mark.parametrize('name', ['dets_labels', 'labels_first', 'unnamed_pair'])
+def test_dets_labels_keeps_person_rows(layouts, name):
+    detector = OnnxPersonDetector(layouts[name])
+    assert detector.layout == 'dets-labels'
+    np.testing.assert_allclose(detector(frame(256, 256)),
+                               [[20, 10, 100, 100, 0.9], [130, 20, 70, 100, 0.6]], atol=1e-4)
+
+
+def test_ambiguous_shape_is_rows_unless_told(layouts):
+    auto = OnnxPersonDetector(layouts['ambiguous'])
+    assert auto.layout == 'rows' and 'fits yolo too' in auto.name
+    np.testing.assert_allclose(auto(frame(256, 256)), AMBIGUOUS_AS_ROWS, atol=1e-4)
+    told = OnnxPersonDetector(layouts['ambiguous'], layout='yolo')
+    assert told.layout == 'yolo'
+    np.testing.assert_allclose(told(frame(256, 256)), AMBIGUOUS_AS_YOLO, atol=1e-4)
+    # every dimension open in the file: a run finds (1, 2, 6), rows only
+    assert not any(isinstance(d, int) for d in declared_shape(layouts['rows_open']))
+    rows = OnnxPersonDetector(layouts['rows_open'])
+    assert rows.layout == 'rows' and 'too' not in rows.name
+    np.testing.assert_allclose(rows(frame(256, 256)), AMBIGUOUS_AS_ROWS, atol=1e-4)
+
+
+def test_unknown_layout_lists_the_outputs_and_the_layouts(layouts):
+    path = layouts['unknown']
+    with pytest.raises(ValueError) as info:
+        OnnxPersonDetector(path)
+    message = str(info.value)
+    assert '\n' not in message and message.startswith(path)
+    for part in ('no detector output layout fits', 'weird (1, 3, 2)', 'extra (4,)',
+                 'accepted: rows: ', 'yolo: one output (1, 4 + C, A)', 'dets-labels: '):
+        assert part in message, (part, message)
+    with pytest.raises(ValueError, match='--detector-layout dets-labels does not fit its '
+                                         r'outputs: output0 \(1, 6, 32\)'):
+        OnnxPersonDetector(layouts['yolo'], layout='dets-labels')
+    with pytest.raises(ValueError, match='detector layout must be one of'):
+        OnnxPersonDetector(layouts['yolo'], layout='ssd')
+
+
+@pytest.mark.parametrize('shapes, names, layout, also', [
+    ([[1, 'N', 6]], ['a'], 'rows', None),
+    ([['N', 5]], ['a'], 'rows', None),
+    ([[1, 84, 'anchors']], ['a'], 'yolo', None),
+    ([[1, 84, 8400]], ['a'], 'yolo', None),
+    ([[1, 6, 6]], ['a'], 'rows', 'yolo'),
+    ([[1, 100, 5], [1, 100]], ['x', 'y'], 'dets-labels', None),
+    ([[1, 100, 5], [1, 99]], ['x', 'y'], 'rows', 'yolo'),    # not a pair: N differs
+    ([[1, 'a', 'b']], ['a'], None, None),                  # open: decided by a run
+    ([[2, 84, 8400]], ['a'], None, None),                  # a batch of 2
+])
+def test_recognition_rule(shapes, names, layout, also):
+    from hsrnet.apps.detector_layouts import recognise
+    found = recognise(names, shapes)
+    assert (found and found[0]) == layout or (found is None and layout is None)
+    if found:
+        assert found[2] == also

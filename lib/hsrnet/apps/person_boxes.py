@@ -3,16 +3,17 @@ image, OpenCV's HOG people detector, or a person detector given as a local ONNX
 file. Every source maps a Frame (apps.media) to boxes (N, 5) float64
 [x, y, w, h, score] in image pixels.
 
-The ONNX detector layout (`OnnxPersonDetector`):
+The ONNX detector (`OnnxPersonDetector`):
   input   one float32 tensor (1, 3, H, W): the picture letterboxed to H x W (scaled
           to fit, keeping its aspect ratio, padded right and bottom with grey 114),
           RGB, values in [0, 1]. H and W are read from the model when they are
           fixed, else --detector-size (default 640 x 640).
-  output  the first output: float32 (1, N, 6) or (N, 6), one row per detection,
-          [x1, y1, x2, y2, score, class] in the letterboxed input's pixels; rows
-          of class `person_class` (default 0, COCO's 80-class order) with a score
-          >= the threshold are kept. A (1, N, 5) / (N, 5) output (no class column)
-          means every row is a person.
+  output  post-NMS rows (1, N, 6) [x1, y1, x2, y2, score, class] or (1, N, 5); the
+          raw YOLOv8 / YOLO11 head (1, 4 + C, A); or mmdeploy's dets (1, N, 5) +
+          labels (1, N); in the letterboxed input's pixels (apps.detector_layouts:
+          the layouts and how a file's is recognised). Persons (class
+          `person_class`, default 0, COCO's 80-class order) scoring >= the
+          threshold are kept, mapped back to the picture and NMS'd.
 """
 import json
 import numbers
@@ -21,6 +22,8 @@ import os
 import cv2
 import numpy as np
 
+from hsrnet.apps.detector_layouts import (LAYOUT_CHOICES, check_outputs, decode, format_shape,
+                                          has_open_dims, recognise, unknown_layout_message)
 from hsrnet.nms.nms import nms
 
 DETECTION_FORMAT = ('a COCO results list of {"image_id": int or "file_name": str, '
@@ -93,20 +96,28 @@ class HogPeopleDetector:
         return _box_nms(boxes[boxes[:, 4] >= self.min_score], HOG_NMS_IOU)
 
 
-class OnnxPersonDetector:
-    """A person detector in a local ONNX file (layout: see the module docstring)."""
+def _first_line(err):
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
 
-    def __init__(self, path, min_score=0.3, person_class=0, size=(640, 640), nms_iou=0.5):
+
+class OnnxPersonDetector:
+    """A person detector in a local ONNX file (input and outputs: see the module
+    docstring; `layout` one of apps.detector_layouts.LAYOUT_CHOICES)."""
+
+    def __init__(self, path, min_score=0.3, person_class=0, size=(640, 640), nms_iou=0.5,
+                 layout='auto'):
         import onnxruntime as ort
-        self.name = 'ONNX detector {}'.format(path)
+        if layout not in LAYOUT_CHOICES:
+            raise ValueError('detector layout must be one of {}, got {!r}'.format(
+                ', '.join(LAYOUT_CHOICES), layout))
         if not os.path.isfile(path):
             raise FileNotFoundError('{}: detector file not found'.format(path))
         try:
             self.session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
         except Exception as err:
             raise ValueError('{}: not an ONNX model onnxruntime can run ({})'.format(
-                path, str(err).strip().splitlines()[0][:200] if str(err).strip() else err)
-            ) from None
+                path, _first_line(err))) from None
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise ValueError('{}: a person detector takes one (1, 3, H, W) image input; this '
@@ -116,30 +127,55 @@ class OnnxPersonDetector:
         self.size = (width if isinstance(width, int) else size[0],
                      height if isinstance(height, int) else size[1])
         self.min_score, self.person_class, self.nms_iou = min_score, person_class, nms_iou
+        self.layout, self.outputs, also = self._recognise(layout)
+        self.name = 'ONNX detector {} ({} layout{})'.format(
+            path, self.layout, '' if also is None else '; its output {} fits {} too: '
+            '--detector-layout'.format(self.output_shapes[0], also))
 
-    def __call__(self, frame):
-        image = frame.image
+    def _recognise(self, requested):
+        """The layout of the model's outputs, from their declared shapes or, when
+        those leave it open, from one run on a blank picture."""
+        outputs = self.session.get_outputs()
+        names, shapes = [o.name for o in outputs], [list(o.shape) for o in outputs]
+        found = recognise(names, shapes, requested)
+        if found is None and has_open_dims(shapes):
+            blank = np.full((self.size[1], self.size[0], 3), 114, np.uint8)
+            shapes = [list(a.shape) for a in self._run(self._letterbox(blank)[0])]
+            found = recognise(names, shapes, requested)
+        if found is None:
+            raise ValueError(unknown_layout_message(self.path, names, shapes, requested))
+        self.output_names = [names[i] for i in found[1]]
+        self.output_shapes = [format_shape(shapes[i]) for i in found[1]]
+        return found
+
+    def _letterbox(self, image):
         width, height = self.size
         zoom = min(width / image.shape[1], height / image.shape[0])
         resized = cv2.resize(image, (max(1, round(image.shape[1] * zoom)),
                                      max(1, round(image.shape[0] * zoom))))
         canvas = np.full((height, width, 3), 114, np.uint8)
         canvas[:resized.shape[0], :resized.shape[1]] = resized
-        tensor = canvas[..., ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255.0
-        out = np.asarray(self.session.run(None, {self.input_name: tensor})[0], dtype=np.float64)
-        if out.ndim == 3:
-            out = out[0]
-        if out.ndim != 2 or out.shape[1] not in (5, 6):
-            raise ValueError('{}: detector output has shape {}; expected (1, N, 6) rows '
-                             '[x1, y1, x2, y2, score, class] (or 5 columns)'.format(
-                                 self.path, out.shape))
-        keep = out[:, 4] >= self.min_score
-        if out.shape[1] == 6:
-            keep &= np.round(out[:, 5]) == self.person_class
-        rows = out[keep]
-        x1y1 = np.clip(rows[:, :2] / zoom, 0, None)
-        x2y2 = np.minimum(rows[:, 2:4] / zoom, [image.shape[1], image.shape[0]])
-        boxes = _xywh_scores(np.concatenate([x1y1, np.maximum(x2y2 - x1y1, 1)], 1), rows[:, 4])
+        return canvas[..., ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255.0, zoom
+
+    def _run(self, tensor, names=None):
+        try:
+            return self.session.run(names, {self.input_name: tensor})
+        except Exception as err:
+            raise ValueError('{}: the detector failed to run ({})'.format(
+                self.path, _first_line(err))) from None
+
+    def __call__(self, frame):
+        image = frame.image
+        tensor, zoom = self._letterbox(image)
+        arrays = [np.asarray(a) for a in self._run(tensor, self.output_names)]
+        if not check_outputs(self.layout, arrays):
+            raise ValueError('{}: detector outputs {} no longer fit the {} layout it was read '
+                             'as'.format(self.path, ', '.join(format_shape(a.shape)
+                                                             for a in arrays), self.layout))
+        corners, scores = decode(self.layout, arrays, self.min_score, self.person_class)
+        x1y1 = np.clip(corners[:, :2] / zoom, 0, None)
+        x2y2 = np.minimum(corners[:, 2:4] / zoom, [image.shape[1], image.shape[0]])
+        boxes = _xywh_scores(np.concatenate([x1y1, np.maximum(x2y2 - x1y1, 1)], 1), scores)
         return _box_nms(boxes, self.nms_iou)
 
 
