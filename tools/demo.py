@@ -35,7 +35,8 @@ from hsrnet.engine.precision import describe_cpu  # noqa: E402
 from hsrnet.utils.vis import draw_skeleton, image_grid  # noqa: E402
 
 DEFAULT_CFG = 'experiments/sample/hsrnet59_demo.yaml'
-GENERATOR_FILES = ('tools/make_sample_data.py', 'lib/dataset/synthetic.py')
+GENERATOR_FILES = ('tools/make_sample_data.py', 'lib/hsrnet/samples/synthetic.py',
+                   'lib/hsrnet/samples/figures.py')
 SAMPLE_FILES = ('annotations/person_keypoints_train2017.json',
                 'annotations/person_keypoints_val2017.json')
 PICTURE_IMAGES = 6
