@@ -47,3 +47,12 @@ def test_demo_bad_override_is_one_line_with_status_2(tmp_path):
     assert len(lines) == 1 and lines[0].startswith('error: ') and 'LRR' in lines[0], \
         result.stderr
     assert not os.listdir(str(tmp_path))   # nothing was trained or generated
+
+
+def test_demo_watches_the_generators_files_where_they_are(monkeypatch):
+    """The sample is remade when a generator file is newer: they must exist (the
+    generator moved to lib/hsrnet/samples/ once, and the check then failed)."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, 'tools'))
+    import demo
+    assert all(os.path.isfile(os.path.join(ROOT, f)) for f in demo.GENERATOR_FILES)
+    assert 'lib/hsrnet/samples/synthetic.py' in demo.GENERATOR_FILES

@@ -84,8 +84,10 @@ DATA_TABLES = {('defaults.py', '_build_defaults')}   # the default config tree
 
 
 def test_no_file_or_function_is_too_long():
-    """No module over 400 lines, no function over 80 (data tables apart)."""
-    for path in glob.glob(os.path.join(PACKAGE, '**', '*.py'), recursive=True):
+    """No module over 400 lines, no function over 80 (data tables apart), in the
+    package and the tools."""
+    for path in glob.glob(os.path.join(PACKAGE, '**', '*.py'), recursive=True) + \
+            glob.glob(os.path.join(ROOT, 'tools', '**', '*.py'), recursive=True):
         lines = open(path).read().splitlines()
         assert len(lines) <= 400, '{} has {} lines'.format(os.path.relpath(path, ROOT),
                                                           len(lines))
@@ -119,10 +121,37 @@ def test_one_command_line_accepts_the_word_opts_and_rejects_stray_flags(tmp_path
         config_overrides(['TEST.BATCH_SIZE', '8', '--flip-test', 'x'])
 
 
-@pytest.mark.parametrize('tool', ['benchmark.py', 'benchmark_data.py', 'redecode.py'])
+@pytest.mark.parametrize('tool', ['benchmark.py', 'benchmarks/train.py', 'benchmarks/data.py',
+                                  'benchmarks/valid.py', 'demo.py', 'export_onnx.py',
+                                  'redecode.py'])
 def test_tools_use_the_shared_command_line(tool):
     source = open(os.path.join(ROOT, 'tools', tool)).read()
     assert 'from hsrnet.runner.cli import' in source and 'argparse.REMAINDER' not in source
+
+
+def sys_path_changes(path):
+    """Calls of sys.path.insert / append in a file's code (not in its strings)."""
+    return [node for node in ast.walk(ast.parse(open(path).read(), path))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ('insert', 'append') and ast.unparse(node.func.value) == 'sys.path']
+
+
+def test_tools_put_lib_on_the_path_in_one_place():
+    """tools/_paths.py alone puts lib/ on sys.path (the infer benchmark adds
+    pose_estimation/, for infer.py); every tool imports it before hsrnet (top-level
+    imports come first in imports_of's breadth-first walk)."""
+    tools = os.path.join(ROOT, 'tools')
+    files = glob.glob(os.path.join(tools, '*.py')) + \
+        glob.glob(os.path.join(tools, 'benchmarks', '*.py'))
+    changing = {os.path.relpath(p, tools) for p in files if sys_path_changes(p)}
+    assert changing == {'_paths.py', os.path.join('benchmarks', 'infer.py')}
+    assert len(files) >= 18
+    for path in files:
+        # the first import of hsrnet comes after _paths (or the benchmark modules, which
+        # import it)
+        roots = [name.split('.')[0] for name in imports_of(path)]
+        if 'hsrnet' in roots:
+            assert {'_paths', 'benchmark', 'benchmarks'} & set(roots[:roots.index('hsrnet')]), path
 
 
 def test_the_original_script_flags_still_parse(monkeypatch):

@@ -1,5 +1,5 @@
 """utils.profiling: the per-category account of a training step (on a CPU profile
-here; the GPU's is printed by tools/benchmark_train.py --profile), kernel names,
+here; the GPU's is printed by tools/benchmark.py train --profile), kernel names,
 FLOPs and peaks."""
 import pytest
 import torch

@@ -98,10 +98,11 @@ def test_draw_poses_uses_side_colours_and_threshold():
     assert image[5, 50].any()                        # the box
 
 
-def test_make_sample_data_writes_the_video(tmp_path, capsys):
+def test_make_sample_data_writes_the_video(tmp_path, capsys, monkeypatch):
     import importlib.util
     import os
     from conftest import ROOT
+    monkeypatch.syspath_prepend(os.path.join(ROOT, 'tools'))   # its _paths
     spec = importlib.util.spec_from_file_location(
         'make_sample_data', os.path.join(ROOT, 'tools', 'make_sample_data.py'))
     tool = importlib.util.module_from_spec(spec)

@@ -19,7 +19,7 @@ import sys
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
+import _paths  # noqa: F401,E402  (first: this clone's lib/ on sys.path)
 
 from hsrnet import models  # noqa: E402
 from hsrnet.config import ConfigError, check_config, get_default_config, update_config  # noqa: E402

@@ -25,8 +25,7 @@ from collections import defaultdict
 import cv2
 import numpy as np
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
-sys.path.insert(0, os.path.join(ROOT, 'lib'))
+from _paths import ROOT  # noqa: E402  (first: this clone's lib/ on sys.path)
 
 from hsrnet.config import get_model_name  # noqa: E402
 from hsrnet.runner.cli import add_opts, config_overrides, load_fresh_config  # noqa: E402

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
+import _paths  # noqa: F401,E402  (first: this clone's lib/ on sys.path)
 
 from hsrnet import models  # noqa: E402
 from hsrnet.runner.cli import add_opts, base_parser, load_fresh_config  # noqa: E402

@@ -17,11 +17,10 @@ see lib/hsrnet/samples/synthetic_video.py.
 """
 import argparse
 import logging
-import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
+import _paths  # noqa: F401,E402  (first: this clone's lib/ on sys.path)
 
 from hsrnet.samples.synthetic import (DEFAULT_TRAIN_IMAGES, DEFAULT_VAL_IMAGES,  # noqa: E402
                                generate)

@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
+import _paths  # noqa: F401,E402  (first: this clone's lib/ on sys.path)
 
 from hsrnet import data as dataset  # noqa: E402
 from hsrnet.head.codec import HeatmapCodec  # noqa: E402
