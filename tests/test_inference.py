@@ -111,11 +111,9 @@ def test_flip_test_side_by_side_when():
     """Side by side only where each pass runs its convolutions as one pass on all
     threads would: a 1x1 convolution on one thread takes ATen's own GEMM under a
     batch of 16 (other last bits); never under autocast or on one thread."""
+    import types
     import torch
     from core.inference import _side_by_side
-    from utils.precision import Precision
-    from core.config import get_default_config
-    cfg = get_default_config()
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
@@ -125,10 +123,9 @@ def test_flip_test_side_by_side_when():
         assert not _side_by_side(torch.zeros(16, 3, 8, 8, dtype=torch.float64), None)
         with torch.autocast('cpu', dtype=torch.bfloat16):
             assert not _side_by_side(torch.zeros(16, 3, 8, 8), None)
-        cfg.AMP.ENABLED = True
-        precision = Precision(cfg, torch.device('cpu'), {'capability': 'AVX512',
-                                                          'native_bf16': True})
-        assert not _side_by_side(torch.zeros(16, 3, 8, 8), precision)
+        autocast_on = types.SimpleNamespace(enabled=True)   # a Precision with AMP on
+        assert not _side_by_side(torch.zeros(16, 3, 8, 8), autocast_on)
+        assert _side_by_side(torch.zeros(16, 3, 8, 8), types.SimpleNamespace(enabled=False))
         torch.set_num_threads(4)
         assert _side_by_side(torch.zeros(2, 3, 8, 8), None)
         torch.set_num_threads(1)
