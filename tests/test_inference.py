@@ -61,3 +61,97 @@ def test_get_final_preds_matches_per_joint_reference():
     # within a float32 step of the stored image coordinates (rounded as the original)
     assert np.all(np.isclose(moved, 0, atol=1e-4) | np.isclose(moved, 0.25, atol=1e-4))
     assert moved[1:].mean() > 0.2 and np.all(moved[0, 0] == 0)
+
+
+# -- the flip test's two forward passes side by side on the CPU (core.inference) ----
+
+def _flip_test_model():
+    import torch
+    from tiny_model import tiny_model
+    cfg, model = tiny_model(3)
+    generator = torch.Generator().manual_seed(4)
+    with torch.no_grad():   # BN statistics of a trained network: no formula is trivial
+        for name, buf in model.named_buffers():
+            if name.endswith('running_mean'):
+                buf.copy_(0.1 * torch.randn(buf.shape, generator=generator))
+            elif name.endswith('running_var'):
+                buf.copy_(0.5 + torch.rand(buf.shape, generator=generator))
+    width, height = cfg.MODEL.IMAGE_SIZE
+    images = torch.randn(20, 3, height, width, generator=generator)
+    return model, images
+
+
+def test_flip_test_side_by_side_is_bit_identical(monkeypatch):
+    """The passes side by side (each on half of the threads) give the heatmaps of
+    the passes one after the other on all of them, bit for bit, whatever the
+    batch; the thread count is restored."""
+    import torch
+    import core.inference as inference
+    model, images = _flip_test_model()
+    pairs = [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12], [13, 14], [15, 16]]
+    before = torch.get_num_threads()
+    try:
+        for threads in (2, 4):
+            torch.set_num_threads(threads)
+            for n in (1, 2, 8, 16, 20):
+                batch = images[:n]
+                with torch.no_grad():
+                    got = inference.predict_heatmaps(model, batch, pairs)
+                    assert torch.get_num_threads() == threads
+                    with monkeypatch.context() as m:
+                        m.setattr(inference, '_side_by_side', lambda *args: False)
+                        want = inference.predict_heatmaps(model, batch, pairs)
+                assert not got.requires_grad
+                assert torch.equal(got, want), (threads, n)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_flip_test_side_by_side_when():
+    """Side by side only where each pass runs its convolutions as one pass on all
+    threads would: a 1x1 convolution on one thread takes ATen's own GEMM under a
+    batch of 16 (other last bits); never under autocast or on one thread."""
+    import types
+    import torch
+    from core.inference import _side_by_side
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert _side_by_side(torch.zeros(16, 3, 8, 8), None)
+        assert not _side_by_side(torch.zeros(15, 3, 8, 8), None)
+        assert not _side_by_side(torch.zeros(1, 3, 8, 8), None)
+        assert not _side_by_side(torch.zeros(16, 3, 8, 8, dtype=torch.float64), None)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            assert not _side_by_side(torch.zeros(16, 3, 8, 8), None)
+        autocast_on = types.SimpleNamespace(enabled=True)   # a Precision with AMP on
+        assert not _side_by_side(torch.zeros(16, 3, 8, 8), autocast_on)
+        assert _side_by_side(torch.zeros(16, 3, 8, 8), types.SimpleNamespace(enabled=False))
+        torch.set_num_threads(4)
+        assert _side_by_side(torch.zeros(2, 3, 8, 8), None)
+        torch.set_num_threads(1)
+        assert not _side_by_side(torch.zeros(16, 3, 8, 8), None)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_flip_test_side_by_side_error_reaches_the_caller():
+    import pytest
+    import torch
+    from core.inference import predict_heatmaps
+
+    class Failing(torch.nn.Module):
+        def forward(self, x):
+            if x[0, 0, 0, 0] == 0:   # the mirrored pass fails (the plain one has 1 there)
+                raise RuntimeError('mirrored pass failed')
+            return x[:, :1]
+
+    images = torch.zeros(16, 3, 4, 4)
+    images[:, :, :, 0] = 1.0
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with pytest.raises(RuntimeError, match='mirrored pass failed'):
+            predict_heatmaps(Failing(), images, [])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
+M_ARENA_MAX = -8
 TRIM_THRESHOLD = (1 << 31) - 1   # the largest value mallopt takes: 2 GiB
 
 
@@ -31,4 +32,8 @@ def keep_freed_memory():
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    # One arena for every thread: the policy holds for threads other than the
+    # main one too (the flip test's second forward pass runs in one,
+    # core.inference), whose own arenas would give their memory back.
+    mallopt(M_ARENA_MAX, 1)
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
