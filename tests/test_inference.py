@@ -86,7 +86,7 @@ def test_flip_test_side_by_side_is_bit_identical(monkeypatch):
     the passes one after the other on all of them, bit for bit, whatever the
     batch; the thread count is restored."""
     import torch
-    import core.inference as inference
+    from hsrnet.head import inference
     model, images = _flip_test_model()
     pairs = [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12], [13, 14], [15, 16]]
     before = torch.get_num_threads()
@@ -113,7 +113,7 @@ def test_flip_test_side_by_side_when():
     batch of 16 (other last bits); never under autocast or on one thread."""
     import types
     import torch
-    from core.inference import _side_by_side
+    from hsrnet.head.inference import _side_by_side
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
@@ -137,7 +137,7 @@ def test_flip_test_side_by_side_when():
 def test_flip_test_side_by_side_error_reaches_the_caller():
     import pytest
     import torch
-    from core.inference import predict_heatmaps
+    from hsrnet.head.inference import predict_heatmaps
 
     class Failing(torch.nn.Module):
         def forward(self, x):

@@ -303,8 +303,9 @@ def validate_model(config, val_loader, val_dataset, model, criterion, output_dir
         finally:
             HeatmapParts.remove(heatmap_parts)
         name_values, perf_indicator = val_dataset.get_metric().evaluate(predictions, output_dir)
-        # no visible ground-truth joint (detector boxes): no loss or accuracy to report
-        heatmap_stats = (loss_avg, acc_avg) if stats[3] > 0 else None
+        # detector boxes have no ground-truth heatmaps: no loss or accuracy to report
+        has_targets = val_dataset.is_train or getattr(val_dataset, 'use_gt_bbox', True)
+        heatmap_stats = (loss_avg, acc_avg) if has_targets else None
         _report(config, val_dataset.image_set, output_dir, writer, epoch, heatmap_stats,
                 {name: float(value) for name, value in name_values.items()}, perf_indicator)
     return broadcast_object(perf_indicator)
