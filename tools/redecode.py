@@ -32,7 +32,8 @@ from hsrnet.engine.heatmap_cache import config_value, load_heatmaps  # noqa: E40
 from hsrnet.evaluation import PosePredictions  # noqa: E402
 from hsrnet.runner.cli import add_opts, base_parser, load_fresh_config  # noqa: E402
 from hsrnet.runner.launch import SETUP_ERROR_STATUS, SETUP_ERRORS, report_error  # noqa: E402
-from hsrnet.utils.errors import ConfigError, DataError, HeatmapCacheError  # noqa: E402
+from hsrnet.utils.errors import (ConfigError, DataError, HeatmapCacheError,  # noqa: E402
+                                 NonFinitePredictionError)
 from hsrnet.utils.fileio import write_json_atomically  # noqa: E402
 
 # Decoding name -> HeatmapCodec settings.
@@ -240,6 +241,8 @@ def main(argv=None):
         redecode(args)
     except (HeatmapCacheError, DataError) as e:
         return report_error(e, 1)
+    except NonFinitePredictionError as e:   # NaN or infinity in the saved heatmaps
+        return report_error('heatmaps file {}: {}'.format(args.heatmaps, e), 1)
     except SETUP_ERRORS as e:
         return report_error(e, SETUP_ERROR_STATUS)
     return 0

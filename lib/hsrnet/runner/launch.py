@@ -32,6 +32,12 @@ RUN_ERRORS = (DataError, NonFiniteLossError, NonFinitePredictionError, WriteErro
 RUN_ERROR_STATUS = 1
 
 
+class NothingToDo(Exception):
+    """Raised while building a job that has nothing to do (training already
+    finished): its message is printed and the run ends with status 0, having
+    written nothing."""
+
+
 def error_message(error):
     """The error's own message; for one re-raised from a DataLoader worker (whose
     message holds the worker's traceback) the original exception's last line."""
@@ -48,7 +54,8 @@ def report_error(error, status):
 
 
 def run_job(job_class, args):
-    """Build `job_class(args)` (setup errors: one line, status 2), call its run()
+    """Build `job_class(args)` (setup errors: one line, status 2; NothingToDo: its
+    line, status 0), call its run()
     (RUN_ERRORS: logged, one line, status 1; stopped by SIGTERM/SIGINT after
     saving: one line, status 143/130; interrupted at once, in setup or outside
     the training loop: one line, status 143/130), and always leave torchrun's
@@ -81,6 +88,9 @@ def run_job(job_class, args):
 def _build_and_run(job_class, args, holder, log):
     try:
         holder.append(job_class(args))
+    except NothingToDo as done:
+        print(done, flush=True)
+        return 0
     except SETUP_ERRORS as error:
         return report_error(error, SETUP_ERROR_STATUS)
     try:
