@@ -14,12 +14,16 @@ video, --smooth runs a One-Euro filter over each tracked person's joints.
 Writes into DIR the pictures (<name>_pose.jpg) or the video (<name>_pose.mp4)
 with the skeletons drawn, and DIR/keypoints.json: COCO results records
 (image_id, category_id, keypoints, score, bbox) with "file_name" (pictures) or
-"frame" and "track_id" (video; persons are tracked across frames). Everything
-is written under temporary names and renamed at the end: a failed run leaves
-nothing that looks complete.
+"frame" and "track_id" (video; persons are tracked across frames). Pictures
+that share a name stem (x.jpg, x.png) are drawn as x.jpg_pose.jpg and
+x.png_pose.jpg. Everything is written under temporary names and renamed at the
+end: a failed or stopped run (Ctrl-C, SIGTERM: status 130 / 143) leaves nothing
+that looks complete, and a run whose outputs would replace one of its inputs
+(--out the input folder, with a <name>_pose.jpg there) is refused before any work.
 """
 import dataclasses
 import os
+import signal
 import sys
 import time
 
@@ -33,8 +37,9 @@ from hsrnet.apps.person_boxes import BoxesFile, HogPeopleDetector, OnnxPersonDet
 from hsrnet.apps.smoothing import DEFAULTS as SMOOTH_DEFAULTS, KeypointSmoother, check_params
 from hsrnet.apps.tracking import PoseTracker
 from hsrnet.runner.cli import add_opts, base_parser, load_fresh_config
-from hsrnet.utils.errors import ConfigError, DataError
-from hsrnet.apps.media import Source, StagedOutput, image_id_of
+from hsrnet.utils.errors import ConfigError, DataError, NonFinitePredictionError
+from hsrnet.apps.media import Source, StagedOutput, check_outputs, drawing_names, image_id_of
+from hsrnet.utils.preemption import exit_status, interrupt_at_once
 from hsrnet.utils.vis import draw_poses
 
 INFER_FLAGS = {
@@ -114,9 +119,7 @@ def box_source(args, source):
                 [(None, i) for i in boxes.by_id if isinstance(i, int) and i >= 0]
         else:
             known = [(name, image_id_of(name, i)) for i, name in enumerate(source.files)]
-        if not boxes.matches_any(known):
-            raise ValueError('{}: names none of the inputs of {} (no entry with one of their '
-                             'file names or image ids)'.format(args.boxes, args.input))
+        boxes.check_inputs(known, args.input)
         return boxes
     if args.whole_image:
         return WholeImage()
@@ -206,7 +209,31 @@ class Inference:
                                        threads=args.threads)
         self.cfg = self.estimator.cfg
         self.kpt_thre = self.cfg.TEST.IN_VIS_THRE if args.kpt_thre is None else args.kpt_thre
+        self.drawings = drawing_names(self.source.files) if not self.source.is_video else {}
+        check_outputs(args.out, self._planned_outputs(),
+                      self._input_files() + [args.boxes, args.model_file, args.cfg,
+                                             args.detector])
         self.output = StagedOutput(args.out)    # last: nothing is created on bad setup
+
+    def _planned_outputs(self):
+        """{file name: what it is} of every file this run will write."""
+        planned = {}
+        if not self.args.no_draw and self.source.is_video:
+            planned[self.source.name + '_pose.mp4'] = 'the video drawn'
+        elif not self.args.no_draw:
+            planned = {name: 'the drawing of {}'.format(picture)
+                       for picture, name in self.drawings.items()}
+        planned[KEYPOINTS_FILE] = 'the keypoints'
+        return planned
+
+    def _input_files(self):
+        if self.source.kind == 'webcam':
+            return []
+        if self.source.is_video:
+            return [self.source.path]
+        folder = self.source.path if self.source.kind == 'folder' else \
+            os.path.dirname(self.source.path)
+        return [os.path.join(folder, name) for name in self.source.files]
 
     def run(self):
         source, args = self.source, self.args
@@ -214,7 +241,8 @@ class Inference:
             self.estimator.describe(), args.input, source.kind,
             ', {} frames'.format(source.count) if source.count else '', self.boxes.name),
             flush=True)
-        progress = Progress(source.count, not args.quiet and (source.count or 2) > 1)
+        progress = self.progress = Progress(source.count,
+                                            not args.quiet and (source.count or 2) > 1)
         try:
             records = self._video(progress) if source.is_video else self._pictures(progress)
             self.output.write_json(KEYPOINTS_FILE, records)
@@ -231,6 +259,11 @@ class Inference:
                           len(written), args.out)))
         return records
 
+    @property
+    def frames_done(self):
+        progress = getattr(self, 'progress', None)
+        return progress.frames if progress is not None else 0
+
     def _pictures(self, progress):
         records = []
         for frame in self.source:
@@ -239,7 +272,7 @@ class Inference:
             for person in persons:
                 records.append(dict(person.to_coco(frame.image_id), file_name=frame.file_name))
             if not self.args.no_draw:
-                self.output.write_image(os.path.splitext(frame.file_name)[0] + '_pose.jpg',
+                self.output.write_image(self.drawings[frame.file_name],
                                         self._draw(frame.image, persons))
             progress.update(1, len(persons))
         return records
@@ -310,19 +343,25 @@ class Inference:
 
 def main(argv=None):
     args = parse_args(argv)
+    job = None
     try:
-        job = Inference(args)
-    except (ConfigError, ValueError, FileNotFoundError, OSError) as err:
-        print('error: {}'.format(err), file=sys.stderr)
-        return SETUP_STATUS
-    try:
-        job.run()
-    except (DataError, ValueError, OSError) as err:
+        with interrupt_at_once():     # SIGTERM as Ctrl-C: the staged files are removed
+            try:
+                job = Inference(args)
+            except (ConfigError, ValueError, FileNotFoundError, OSError) as err:
+                print('error: {}'.format(err), file=sys.stderr)
+                return SETUP_STATUS
+            job.run()
+    except (DataError, ValueError, OSError, NonFinitePredictionError) as err:
         print('error: {}'.format(err), file=sys.stderr)
         return RUN_STATUS
-    except KeyboardInterrupt:
-        print('infer: interrupted; nothing written', file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        signum = getattr(interrupt, 'signum', signal.SIGINT)
+        done = '' if job is None else ' after {} frames'.format(job.frames_done)
+        print('stopped: {}: interrupted{}; nothing written{}'.format(
+            signal.Signals(signum).name, done, '' if job is None else
+            ' (the temporary folder in {} was removed)'.format(args.out)), file=sys.stderr)
+        return exit_status(signum)
     return 0
 
 

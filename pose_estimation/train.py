@@ -8,15 +8,18 @@ SIGTERM or SIGINT (Ctrl-C) stops after the current step: checkpoint.pth.tar then
 records the epoch and the batch reached, and the run exits with status 143 / 130
 and one line saying how to resume. TRAIN.RESUME true continues from it, in the
 middle of the epoch, exactly as an uninterrupted run would have gone on;
-TRAIN.SAVE_EVERY N also saves such a checkpoint every N iterations.
+TRAIN.SAVE_EVERY N also saves such a checkpoint every N iterations. A resumed
+run whose checkpoint already holds every epoch (and final_state.pth.tar) says so
+and exits 0, writing nothing.
 """
 import sys
 
 import _init_paths  # noqa: F401  (puts lib/ on sys.path)
 
-from hsrnet.engine.trainer import Trainer
+from hsrnet.engine.trainer import Trainer, finished_message
 from hsrnet.runner.cli import COMMON_FLAGS, add_opts, base_parser, load_config
-from hsrnet.runner.launch import run_job, setup_run
+from hsrnet.runner.launch import NothingToDo, run_job, setup_run
+from hsrnet.runner.setup import output_dirs
 
 
 def parse_args(argv=None):
@@ -27,6 +30,10 @@ def parse_args(argv=None):
 
 def build_trainer(args):
     cfg = load_config(args, COMMON_FLAGS)
+    # a restarted job whose training is finished: exit 0 before anything is written
+    finished = finished_message(cfg, output_dirs(cfg, args.cfg)[0])
+    if finished:
+        raise NothingToDo(finished)
     return Trainer(cfg, setup_run(cfg, args.cfg, 'train'))
 
 

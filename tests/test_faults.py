@@ -1,6 +1,7 @@
-"""Broken inputs and faults (issue 10): each is one line naming the file or key,
-a non-zero exit status where the run cannot go on, and nothing lost or silently
-changed.
+"""Broken inputs and faults (issues 10 and 21): each is one line naming the file or
+key, a non-zero exit status where the run cannot go on, and nothing lost or silently
+changed. docs/robustness.md lists what each gets; issue 21's cases are the
+`test_<case>_...` tests of section 8.
 
 In-process tests cover the loaders, checks and writers; a few real runs of
 train.py / valid.py on a tiny generated sample (HSRNet-59 at 64x48, 13 training
@@ -444,14 +445,7 @@ def test_kill_9_then_auto_resume_from_the_yaml_equals_an_uninterrupted_run(
     """TRAIN.SAVE_EVERY 2 saves mid-epoch; after kill -9 (which leaves the lock file
     naming a dead process, and here a temporary file of a save it interrupted),
     a yaml with TRAIN.RESUME true picks the checkpoint up."""
-    with open(DEMO_CFG) as f:
-        text = f.read()
-    assert '  RESUME: false\n' in text
-    yaml_dir = tmp_path / 'cfg'
-    yaml_dir.mkdir()
-    auto_cfg = str(yaml_dir / os.path.basename(DEMO_CFG))   # same stem: same output folder
-    with open(auto_cfg, 'w') as f:
-        f.write(text.replace('  RESUME: false\n', '  RESUME: true\n'))
+    auto_cfg = auto_resume_yaml(tmp_path)
     out_dir = str(tmp_path / 'out')
     folder = output_dir_of(out_dir)
     run = Training(fault_args(sample, out_dir, cfg=auto_cfg, **{'TRAIN.SAVE_EVERY': 2}))
@@ -476,6 +470,16 @@ def test_kill_9_then_auto_resume_from_the_yaml_equals_an_uninterrupted_run(
     same_weights(reference, os.path.join(folder, 'final_state.pth.tar'))
     with open(os.path.join(folder, '.run.lock')) as f:
         assert f.read() == ''      # a run that ended normally leaves no owner
+
+
+def auto_resume_yaml(tmp_path):
+    """The demo yaml with TRAIN.RESUME true, as a job script that restarts itself
+    uses it (same stem: same output folder)."""
+    yaml_dir = tmp_path / 'cfg'
+    yaml_dir.mkdir()
+    auto_cfg = yaml_dir / os.path.basename(DEMO_CFG)
+    auto_cfg.write_text('_BASE_: {}\nTRAIN:\n  RESUME: true\n'.format(DEMO_CFG))
+    return str(auto_cfg)
 
 
 def test_mid_epoch_checkpoint_needs_the_same_batch_size(sample, reference, tmp_path):
@@ -662,8 +666,8 @@ def test_image_size_must_be_four_times_the_heatmap_size():
         check_config(cfg)
     assert str(info.value) == (
         'MODEL.IMAGE_SIZE [192, 256] must be 4 x MODEL.EXTRA.HEATMAP_SIZE [64, 64] (the '
-        'networks output heatmaps at 1/4 of the input size); for this HEATMAP_SIZE use '
-        'IMAGE_SIZE [256, 256]')
+        'networks output heatmaps at 1/4 of the input size); for IMAGE_SIZE [192, 256] set '
+        'MODEL.EXTRA.HEATMAP_SIZE [48, 64]')
 
 
 @pytest.mark.parametrize('key', ['TRAIN.BATCH_SIZE', 'TEST.BATCH_SIZE'])
@@ -674,7 +678,7 @@ def test_a_bad_batch_size_names_its_key(key):
     cfg[group][leaf] = 0
     with pytest.raises(ConfigError) as info:
         check_config(cfg)
-    assert str(info.value) == '{} must be a positive number of images per GPU, got 0'.format(key)
+    assert str(info.value) == '{} must be >= 1, got 0'.format(key)   # defaults.RANGES
 
 
 def test_the_size_the_model_actually_outputs_is_checked():
@@ -703,8 +707,8 @@ def test_inconsistent_sizes_stop_train_py_at_setup_in_one_line(sample, tmp_path)
     assert result.returncode == 2
     assert stderr_lines(result) == [
         'error: MODEL.IMAGE_SIZE [48, 64] must be 4 x MODEL.EXTRA.HEATMAP_SIZE [12, 12] (the '
-        'networks output heatmaps at 1/4 of the input size); for this HEATMAP_SIZE use '
-        'IMAGE_SIZE [48, 48]']
+        'networks output heatmaps at 1/4 of the input size); for IMAGE_SIZE [48, 64] set '
+        'MODEL.EXTRA.HEATMAP_SIZE [12, 16]']
 
 
 # ------------------------------------------------- 7. what already held, kept
@@ -780,3 +784,507 @@ def test_run_job_ends_its_own_leftover_workers_only():
     finally:
         callers.kill()
         callers.join()
+
+
+# ------------------------------------------------- 8. round two (issue 21)
+# One test per case of the issue; the cases already done on the config side are
+# tested in test_config.py: 1 (END_EPOCH <= BEGIN_EPOCH) test_end_epoch_must_be_above_
+# begin_epoch, 5 and 12 (value ranges) test_value_ranges, 22 (a flag wins over opts)
+# test_load_config_freezes_and_an_explicit_flag_wins_over_opts, and here end to end.
+
+RUN_TIMEOUT = 3 * TIMEOUT      # whole training runs, on a loaded machine
+
+
+def folder_snapshot(folder):
+    """{relative path: (bytes, mtime)} of every file under `folder`."""
+    files = {}
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(parent, name)
+            with open(path, 'rb') as f:
+                files[os.path.relpath(path, folder)] = (f.read(), os.stat(path).st_mtime_ns)
+    return files
+
+
+def test_1_a_finished_training_is_never_overwritten(sample, reference, tmp_path):
+    """END_EPOCH <= BEGIN_EPOCH is a setup error; a resumed run whose checkpoint
+    already holds every epoch (auto-resume from the yaml) says so, exits 0 and
+    writes nothing, not even a log."""
+    out_dir = str(tmp_path / 'out')
+    folder = output_dir_of(out_dir)
+    shutil.copytree(os.path.dirname(reference), folder)
+    before = folder_snapshot(folder)
+    result = run_script('train.py', fault_args(sample, out_dir, **{'TRAIN.END_EPOCH': 0}))
+    assert result.returncode == 2
+    assert stderr_lines(result) == ['error: TRAIN.END_EPOCH must be >= 1, got 0']
+    result = run_script('train.py', fault_args(sample, out_dir, cfg=auto_resume_yaml(tmp_path)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines() == [
+        'training is already finished: {} has 1 epoch trained (TRAIN.END_EPOCH 1) and {} is '
+        'written; nothing to do, nothing written'.format(
+            os.path.join(folder, 'checkpoint.pth.tar'), os.path.join(folder, 'final_state.pth.tar'))]
+    assert folder_snapshot(folder) == before
+    assert os.listdir(out_dir) == ['coco']          # no TensorBoard folder either
+
+
+def test_2_infer_never_writes_over_its_inputs(sample, tiny_checkpoint, tmp_path):
+    folder = tmp_path / 'pictures'
+    folder.mkdir()
+    shutil.copy(val_image(sample, 0), folder / 'a.jpg')
+    shutil.copy(val_image(sample, 1), folder / 'a_pose.jpg')
+    before = folder_snapshot(str(folder))
+    status, err = run_infer(*infer_args(tiny_checkpoint, folder, folder), '--whole-image')
+    assert status == 2
+    assert err.splitlines() == [
+        'error: --out {0}: a_pose.jpg (the drawing of a.jpg) would replace the input '
+        '{0}/a_pose.jpg; choose another output folder'.format(folder)]
+    assert folder_snapshot(str(folder)) == before
+
+
+def test_3_nan_weights_and_outputs_are_refused_in_one_line(sample, tiny_checkpoint, tmp_path,
+                                                           monkeypatch, capsys):
+    """NaN weights: refused by infer.py and tools/export_onnx.py (as by valid.py);
+    a network that outputs NaN: infer.py writes nothing; no json holds NaN."""
+    from hsrnet.apps.estimator import PoseEstimator
+    from hsrnet.apps.media import StagedOutput
+    state = load(tiny_checkpoint)
+    key = next(k for k, v in state['state_dict'].items() if v.is_floating_point())
+    state['state_dict'][key][0] = float('nan')
+    nan_file = str(tmp_path / 'nan.pth.tar')
+    torch.save(state, nan_file)
+    refusal = 'error: {}: refused: tensors holding NaN or infinity (1): {} (the training that ' \
+              'saved it had diverged?)'.format(nan_file, key)
+    image = val_image(sample, 0)
+    status, err = run_infer(*infer_args(nan_file, image, tmp_path / 'out'), '--whole-image')
+    assert (status, err.splitlines()) == (2, [refusal])
+    assert not os.path.exists(tmp_path / 'out')
+    export_onnx = load_tool('export_onnx')
+    onnx_file = tmp_path / 'nan.onnx'
+    tiny = tiny_yaml(tmp_path / 'tiny.yaml')
+    assert export_onnx.main(['--cfg', tiny, '--model-file', nan_file, '--out',
+                             str(onnx_file)]) == 2
+    assert capsys.readouterr().err.splitlines() == [refusal]
+    assert not onnx_file.exists()
+
+    monkeypatch.setattr(PoseEstimator, 'heatmaps', lambda self, inputs: np.full(
+        (len(inputs), 17, 16, 12), np.nan, np.float32))
+    status, err = run_infer(*infer_args(tiny_checkpoint, image, tmp_path / 'out'),
+                            '--whole-image')
+    assert (status, err.splitlines()) == (1, [
+        'error: {}: the network gives non-finite heatmaps (NaN or infinity) for 1 of 1 '
+        'persons'.format(tiny_checkpoint)])
+    assert os.listdir(tmp_path / 'out') == []
+    staged = StagedOutput(str(tmp_path / 'json'))
+    with pytest.raises(ValueError, match=r'keypoints.json: not written: Out of range float'):
+        staged.write_json('keypoints.json', [{'keypoints': [1.0, float('nan')]}])
+    staged.discard()
+
+
+def test_4_pictures_sharing_a_stem_get_a_drawing_each(sample, tiny_checkpoint, tmp_path):
+    folder = tmp_path / 'pictures'
+    folder.mkdir()
+    shutil.copy(val_image(sample, 0), folder / 'x.jpg')
+    cv2.imwrite(str(folder / 'x.png'), cv2.imread(val_image(sample, 1)))
+    out = tmp_path / 'out'
+    status, err = run_infer(*infer_args(tiny_checkpoint, folder, out), '--whole-image')
+    assert status == 0, err
+    assert sorted(os.listdir(out)) == ['keypoints.json', 'x.jpg_pose.jpg', 'x.png_pose.jpg']
+    with open(out / 'keypoints.json') as f:
+        assert [r['file_name'] for r in json.load(f)] == ['x.jpg', 'x.png']
+    assert cv2.imread(str(out / 'x.png_pose.jpg')).shape == cv2.imread(val_image(sample, 1)).shape
+
+
+def test_6_an_annotation_file_without_the_person_category_is_refused(sample, tmp_path):
+    from hsrnet import data as dataset
+    root = copy_sample(sample, tmp_path)
+    path = os.path.join(str(root), 'annotations', 'person_keypoints_val2017.json')
+    edit_json(path, lambda data: data.update(categories=[]))
+    with pytest.raises(ValueError) as info:
+        dataset.build_dataset(tiny_config(root), 'val2017', False)
+    assert str(info.value) == ('{}: "categories" has no person category (id 1; found ids none): '
+                               'COCO evaluation scores only the categories listed there'
+                               .format(path))
+    assert len(dataset.build_dataset(tiny_config(root), 'val2017', True)) > 0   # training reads none
+
+
+def test_7_a_truncated_avi_is_refused_as_a_truncated_mp4_is(tiny_checkpoint, tmp_path):
+    rng = np.random.default_rng(0)
+    videos = {}
+    for ext, fourcc in (('avi', 'MJPG'), ('mp4', 'mp4v')):
+        path = str(tmp_path / 'clip.{}'.format(ext))
+        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), 10.0, (96, 64))
+        for _ in range(10):
+            writer.write(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8))
+        writer.release()
+        truncate(path, keep=0.5)
+        videos[ext] = path
+    capture = cv2.VideoCapture(videos['avi'])
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 10
+    readable = 0
+    while capture.read()[0]:
+        readable += 1
+    assert 0 < readable < 10
+    status, err = run_infer(*infer_args(tiny_checkpoint, videos['avi'], tmp_path / 'out'),
+                            '--whole-image', '--quiet')
+    assert (status, err.splitlines()) == (1, [
+        'error: {}: truncated video: only {} of the 10 frames its header announces could be read '
+        '(the file was cut short?)'.format(videos['avi'], readable)])
+    assert os.listdir(tmp_path / 'out') == []
+    status, err = run_infer(*infer_args(tiny_checkpoint, videos['mp4'], tmp_path / 'out4'),
+                            '--whole-image', '--quiet')
+    assert status == 2 and err.startswith('error: {}: cannot open'.format(videos['mp4']))
+    assert not os.path.exists(tmp_path / 'out4')
+
+
+def test_8_detector_boxes_outside_their_image_get_one_warning(sample, tmp_path, caplog):
+    from hsrnet import data as dataset
+    root = copy_sample(sample, tmp_path)
+    path = os.path.join(str(root), DETECTIONS)
+    cfg = tiny_config(root, 'TEST.USE_GT_BBOX', 'false')
+    with caplog.at_level(logging.WARNING):
+        total = len(dataset.build_dataset(cfg, 'val2017', False))
+    assert not [r for r in caplog.records if 'outside' in r.getMessage()]
+    spoiled = {}
+
+    def spoil(detections):
+        detections[1]['bbox'] = [5000.0, 5000.0, 50.0, 80.0]
+        detections[2]['bbox'] = [-500.0, 10.0, 100.0, 100.0]
+        detections[3]['bbox'] = [0.0, 0.0, 1e30, 1e30]
+        spoiled.update(detections[1])
+    edit_json(path, spoil)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        ds = dataset.build_dataset(cfg, 'val2017', False)
+    warnings = [r.getMessage() for r in caplog.records if 'outside' in r.getMessage()]
+    with open(os.path.join(str(root), 'annotations', 'person_keypoints_val2017.json')) as f:
+        image = [i for i in json.load(f)['images'] if i['id'] == spoiled['image_id']][0]
+    assert warnings == [
+        '{}: 3 of {} person boxes lie (almost) entirely outside their image (less than 1% of the '
+        'box inside; the first: image_id {}, bbox [5000.0, 5000.0, 50.0, 80.0], image {}x{}); '
+        'their poses are guesses that count as false positives'.format(
+            path, total, spoiled['image_id'], image['width'], image['height'])]
+    assert len(ds) == total
+
+
+def test_9_mpii_image_paths_stay_in_the_images_folder(tmp_path):
+    from hsrnet import data as dataset
+    from test_dataset import mpii_config
+    (tmp_path / 'annot').mkdir()
+    entry = {'image': 'a.jpg', 'center': [10, 20], 'scale': 1.0,
+             'joints': [[0, 0]] * 16, 'joints_vis': [1] * 16}
+    path = tmp_path / 'annot' / 'valid.json'
+    for image in ('../../../../etc/passwd', '/etc/passwd', 'sub/../../b.jpg'):
+        path.write_text(json.dumps([entry, dict(entry, image=image)]))
+        with pytest.raises(ValueError) as info:
+            dataset.build_dataset(mpii_config(tmp_path), 'valid', False)
+        assert str(info.value).startswith(
+            '{}: entry 1 is malformed (image must be a file name inside the images folder '
+            '{}): '.format(path, tmp_path / 'images'))
+    path.write_text(json.dumps([entry, dict(entry, image='sub/./b.jpg')]))
+    ds = dataset.build_dataset(mpii_config(tmp_path), 'valid', False)
+    assert ds.db[1]['image'] == os.path.join(str(tmp_path), 'images', 'sub/./b.jpg')
+
+
+@pytest.mark.parametrize('fault', ['optimizer of other shapes', "epoch 'abc'", 'batch 10**9'])
+def test_10_11_bad_training_checkpoints_are_one_line(sample, reference, tmp_path, fault):
+    """Resuming from an optimizer state of another model (the same number of
+    parameters, other shapes: before, a traceback at the first Adam step) or a
+    checkpoint with nonsense in its fields: one line naming file and field."""
+    state = load(os.path.join(os.path.dirname(reference), 'checkpoint.pth.tar'))
+    out_dir = str(tmp_path / 'out')
+    folder = output_dir_of(out_dir)
+    checkpoint = os.path.join(folder, 'checkpoint.pth.tar')
+    if fault == 'optimizer of other shapes':
+        moments = state['optimizer']['state'][0]
+        moments['exp_avg'] = torch.zeros(1, 2, 3)
+        first = next(iter(state['state_dict']))       # the network's first parameter
+        message = ('{}: the optimizer state does not fit this model: its exp_avg of parameter '
+                   '{} has shape (1, 2, 3), the parameter {}'.format(
+                       checkpoint, first, tuple(state['state_dict'][first].shape)))
+    elif fault == "epoch 'abc'":
+        state['epoch'] = 'abc'
+        message = ("{}: not a valid training checkpoint: epoch must be a whole number >= 0, got "
+                   "'abc'".format(checkpoint))
+    else:
+        state.update(batch=10 ** 9)
+        message = ('{}: not a valid training checkpoint: batch 1000000000 is past the end of '
+                   'epoch 1 ({} batches)'.format(checkpoint, STEPS))
+    os.makedirs(folder)
+    torch.save(state, checkpoint)
+    result = run_script('train.py', fault_args(sample, out_dir, **{'TRAIN.RESUME': 'true',
+                                                                   'TRAIN.END_EPOCH': 2}))
+    assert result.returncode == 2
+    assert stderr_lines(result) == ['error: ' + message], result.stderr[-2000:]
+
+
+def test_10_11_checkpoint_fields_and_optimizer_groups_are_checked():
+    from hsrnet.engine.optim import load_optimizer_state
+    from hsrnet.engine.trainer import checkpoint_position
+    assert checkpoint_position({'epoch': 3}, 'c') == (3, 0, True)
+    assert checkpoint_position({'epoch': 3, 'batch': 2, 'validated': False}, 'c') == (3, 2, False)
+    for fields, message in (({'epoch': -5}, 'epoch must be a whole number >= 0, got -5'),
+                            ({'epoch': 1, 'batch': 1e9}, 'batch must be a whole number >= 0, '
+                                                         'got 1000000000.0'),
+                            ({'epoch': 1, 'perf': 'x'}, "perf must be a number, got 'x'"),
+                            ({'epoch': 1, 'validated': 'no'}, "validated must be true or false")):
+        with pytest.raises(ValueError, match=re.escape('c: not a valid training checkpoint: '
+                                                       + message)):
+            checkpoint_position(fields, 'c')
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    other = torch.nn.Linear(3, 4)
+    saved = torch.optim.Adam(other.parameters())
+    other(torch.ones(1, 3)).sum().backward()
+    saved.step()
+    with pytest.raises(ValueError, match=re.escape(
+            'c: the optimizer state does not fit this model (2 parameters saved, the model has '
+            '4): saved by another network or with other settings?')):
+        load_optimizer_state(torch.optim.Adam(model.parameters()), saved.state_dict(), 'c')
+
+
+def test_13_an_empty_or_non_utf8_yaml_is_one_line(tmp_path):
+    from hsrnet.config import ConfigError, get_default_config, update_config
+    empty = tmp_path / 'empty.yaml'
+    empty.write_text('# nothing here\n')
+    with pytest.raises(ConfigError) as info:
+        update_config(str(empty), get_default_config())
+    assert str(info.value) == ('{}: the config file is empty (it sets no key; every default '
+                               'would be used)'.format(empty))
+    latin = tmp_path / 'latin1.yaml'
+    latin.write_bytes('# réglages\nWORKERS: 2\n'.encode('latin-1'))
+    with pytest.raises(ConfigError, match=re.escape('{}: not UTF-8 text ('.format(latin))):
+        update_config(str(latin), get_default_config())
+
+
+def test_14_an_annotation_file_holding_a_list_is_one_line(sample, tmp_path):
+    from hsrnet import data as dataset
+    root = copy_sample(sample, tmp_path)
+    path = os.path.join(str(root), 'annotations', 'person_keypoints_val2017.json')
+    with open(path, 'w') as f:
+        json.dump([{'id': 1}], f)
+    with pytest.raises(ValueError) as info:
+        dataset.build_dataset(tiny_config(root), 'val2017', False)
+    assert str(info.value) == ('{}: not a COCO annotation file: expected {{"images": [...], '
+                               '"annotations": [...], "categories": [...]}}, got a json list'
+                               .format(path))
+
+
+def test_15_redecode_of_nan_heatmaps_is_one_line(sample, tmp_path, capsys):
+    from hsrnet import data as dataset
+    from hsrnet.config import dump_config
+    from hsrnet.engine.heatmap_cache import save_heatmaps
+    from hsrnet.evaluation import PosePredictions
+    cfg = tiny_config(sample)
+    ds = dataset.build_dataset(cfg, 'val2017', False)
+    n = len(ds)
+    predictions = PosePredictions(
+        keypoints=np.zeros((n, 17, 3)), centers=np.array([r['center'] for r in ds.db]),
+        scales=np.array([r['scale'] for r in ds.db]), box_scores=np.ones(n),
+        images=[r['image'] for r in ds.db])
+    heatmaps = np.random.default_rng(0).random((n, 17, 16, 12), dtype=np.float32)
+    heatmaps[2] = np.nan
+    saved = save_heatmaps(str(tmp_path / 'hm.npz'), heatmaps, predictions, cfg)
+    yaml_file = tmp_path / 'run.yaml'
+    yaml_file.write_text(dump_config(cfg))
+    redecode = load_tool('redecode')
+    assert redecode.main(['--cfg', str(yaml_file), '--heatmaps', saved,
+                          '--output-dir', str(tmp_path / 'out')]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        'error: heatmaps file {}: 1 of {} predicted poses are not finite (NaN or infinity), the '
+        'first of image {}; nothing was written or evaluated'.format(saved, n, ds.db[2]['image'])]
+    assert not os.path.exists(tmp_path / 'out')
+
+
+def test_16_a_second_signal_during_a_save_exits_143_keeping_the_old_checkpoint(
+        tmp_path, monkeypatch, capsys):
+    from hsrnet.runner.launch import run_job
+    from hsrnet.utils import fileio
+    from hsrnet.utils.checkpoint import save_atomic
+    from hsrnet.utils.preemption import StopSignals
+    path = str(tmp_path / 'checkpoint.pth.tar')
+    save_atomic({'w': torch.zeros(3)}, path)
+    with open(path, 'rb') as f:
+        before = f.read()
+
+    class SignalledWhileWriting(io.FileIO):
+        writes = 0
+
+        def write(self, data):
+            SignalledWhileWriting.writes += 1
+            if SignalledWhileWriting.writes == 3:    # in the middle of torch.save
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().write(data)
+
+    class StoppedWhileSaving:
+        def __init__(self, args):
+            pass
+
+        def run(self):
+            with StopSignals():
+                os.kill(os.getpid(), signal.SIGTERM)      # the first: save and stop
+                monkeypatch.setattr(fileio, 'open', lambda p, mode='r', *a, **k:
+                                    SignalledWhileWriting(p, mode.replace('b', '')),
+                                    raising=False)
+                save_atomic({'w': torch.ones(100000)}, path)
+
+    assert run_job(StoppedWhileSaving, None) == 143
+    assert SignalledWhileWriting.writes >= 3
+    assert capsys.readouterr().err.splitlines() == [
+        'stopped: SIGTERM: interrupted at once; files written before are kept']
+    with open(path, 'rb') as f:
+        assert f.read() == before
+    assert os.listdir(tmp_path) == ['checkpoint.pth.tar']
+
+
+def test_17_a_full_disk_in_infer_names_the_file(sample, tiny_checkpoint, tmp_path, monkeypatch):
+    from hsrnet.apps import media
+    monkeypatch.setattr(media, 'open', full_disk_open, raising=False)
+    image = val_image(sample, 0)
+    out = tmp_path / 'out'
+    status, err = run_infer(*infer_args(tiny_checkpoint, image, out), '--whole-image')
+    drawing = out / (os.path.splitext(os.path.basename(image))[0] + '_pose.jpg')
+    assert (status, err.splitlines()) == (1, [
+        'error: cannot write {}: No space left on device (ENOSPC)'.format(drawing)])
+    assert os.listdir(out) == []
+
+
+def test_18_boxes_all_below_the_threshold_say_so(sample, tiny_checkpoint, tmp_path):
+    detections = os.path.join(sample, DETECTIONS)
+    with open(detections) as f:
+        best = max(d['score'] for d in json.load(f) if d['category_id'] == 1)
+    folder = os.path.dirname(val_image(sample, 0))
+    status, err = run_infer(*infer_args(tiny_checkpoint, folder, tmp_path / 'out'), '--boxes',
+                            detections, '--box-thre', '2')
+    lines = err.splitlines()
+    assert status == 2 and len(lines) == 1
+    assert re.fullmatch(r'error: {}: each of the \d+ person boxes of the inputs of {} scores below '
+                        r'--box-thre 2 \(the highest: {}\)'.format(
+                            re.escape(detections), re.escape(folder),
+                            re.escape('{:.4g}'.format(best))), lines[0]), lines[0]
+    assert not os.path.exists(tmp_path / 'out')
+
+
+INFER_PY = os.path.join(ROOT, 'pose_estimation', 'infer.py')
+
+
+def test_19_sigterm_in_infer_removes_its_temporary_folder_and_says_so(tiny_checkpoint, tmp_path):
+    from hsrnet.samples.synthetic_video import write_video
+    video = tmp_path / 'long.mp4'
+    info = write_video(video, seed=2, seconds=30, fps=10)
+    out = tmp_path / 'out'
+    from tiny_model import TINY_OPTS
+    proc = subprocess.Popen([sys.executable, INFER_PY] + infer_args(
+        tiny_checkpoint, video, out) + ['--whole-image', '--frames-per-batch', '1'] + TINY_OPTS,
+        cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED='1'), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith('infer: ')   # the run has started
+        proc.send_signal(signal.SIGTERM)
+        out_text, err = proc.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143
+    lines = [line for line in err.replace('\r', '\n').splitlines() if line.strip()]
+    match = re.fullmatch(r'stopped: SIGTERM: interrupted after (\d+) frames; nothing written '
+                         r'\(the temporary folder in {} was removed\)'.format(re.escape(str(out))),
+                         lines[-1])
+    assert match and int(match.group(1)) < info['frames'], err[-2000:]
+    assert os.listdir(out) == []
+
+
+def test_20_sigterm_in_validation_stops_within_a_batch_and_the_resume_validates_first(
+        sample, reference, tmp_path):
+    out_dir = str(tmp_path / 'out')
+    folder = output_dir_of(out_dir)
+    checkpoint = os.path.join(folder, 'checkpoint.pth.tar')
+    args = fault_args(sample, out_dir, **{'TEST.BATCH_SIZE': 1})    # 8 validation batches
+    run = Training(args)
+    run.wait_for('Test [1/', timeout=RUN_TIMEOUT)
+    run.proc.send_signal(signal.SIGTERM)
+    result = run.finish(timeout=RUN_TIMEOUT)
+    assert result.returncode == 143, result.stderr[-3000:]
+    lines = stderr_lines(result)
+    match = re.fullmatch(
+        r'stopped: SIGTERM: training stopped in the validation after epoch 0 \(batch (\d+) of '
+        r'(\d+)\); checkpoint saved to {} \(epoch 0 trained, not yet validated: a resume '
+        r'validates it first\); resume with: .* TRAIN\.RESUME true'.format(re.escape(checkpoint)),
+        lines[0])
+    assert len(lines) == 1 and match, lines
+    done, total = int(match.group(1)), int(match.group(2))
+    assert done < total
+    assert 'Test [{}/'.format(done) in result.stdout                # the batch in progress
+    assert 'Test [{}/'.format(done + 1) not in result.stdout        # and no other
+    state = load(checkpoint)
+    assert (state['epoch'], state['batch'], state['validated']) == (1, 0, False)
+    assert not [name for name in ('model_best.pth.tar', 'final_state.pth.tar', RESULTS)
+                if os.path.exists(os.path.join(folder, name))]
+
+    resumed = check_ok(run_script('train.py', args + ['TRAIN.RESUME', 'true'],
+                                  timeout=RUN_TIMEOUT))
+    assert 'the checkpoint was saved before the validation after epoch 0: running it first' \
+        in resumed.stdout
+    assert 'Epoch [0]' not in resumed.stdout and 'Test [{}/{}]'.format(total, total) \
+        in resumed.stdout
+    assert load(checkpoint)['validated'] is True
+    assert os.path.isfile(os.path.join(folder, 'model_best.pth.tar'))
+    assert os.path.isfile(os.path.join(folder, RESULTS))
+    same_weights(reference, os.path.join(folder, 'final_state.pth.tar'))
+
+
+def test_21_an_unwritable_log_dir_is_one_warning_and_training_goes_on(sample, tmp_path):
+    blocker = tmp_path / 'not_a_folder'
+    blocker.write_text('x')
+    out_dir = str(tmp_path / 'out')
+    result = check_ok(run_script('train.py', fault_args(sample, out_dir, **{
+        'LOG_DIR': str(blocker / 'log'), 'TRAIN.BATCH_SIZE': 13, 'TEST.BATCH_SIZE': 8}),
+        timeout=RUN_TIMEOUT))
+    warnings = [line for line in result.stdout.splitlines() if 'TensorBoard' in line]
+    assert len(warnings) == 1 and re.search(
+        r' cannot create the TensorBoard folder {}/coco/pose_hsrnet_59/hsrnet59_demo_[0-9-]+: '
+        r'Not a directory \(ENOTDIR\); no TensorBoard logging, training goes on$'.format(
+            re.escape(str(blocker / 'log'))), warnings[0]), warnings
+    assert os.path.isfile(os.path.join(output_dir_of(out_dir), 'final_state.pth.tar'))
+
+
+def test_22_an_explicit_flag_wins_over_opts_in_valid_py(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, 'pose_estimation'))
+    import valid
+    from hsrnet.runner.cli import load_config
+    args = valid.parse_args(['--cfg', DEMO_CFG, '--coco-bbox-file', 'flag.json', 'opts',
+                             'TEST.COCO_BBOX_FILE', 'opts.json', 'TEST.BATCH_SIZE', '5'])
+    cfg = load_config(args, valid.VALID_FLAGS)
+    assert (cfg.TEST.COCO_BBOX_FILE, cfg.TEST.BATCH_SIZE) == ('flag.json', 5)
+
+
+# helpers of the round-two tests
+
+@pytest.fixture(scope='module')
+def tiny_checkpoint(tmp_path_factory):
+    from tiny_model import save_tiny_checkpoint
+    return save_tiny_checkpoint(tmp_path_factory.mktemp('tiny') / 'tiny.pth.tar')
+
+
+def infer_args(model_file, input, out):
+    from tiny_model import DEMO_YAML
+    return ['--cfg', DEMO_YAML, '--model-file', str(model_file), '--input', str(input),
+            '--out', str(out)]
+
+
+def run_infer(*args):
+    """infer.py's main in this process, the tiny network's overrides last: (status, stderr)."""
+    from test_infer import run_infer as run
+    from tiny_model import TINY_OPTS
+    return run(*(list(args) + TINY_OPTS))
+
+
+def tiny_yaml(path):
+    from tiny_model import tiny_yaml as write
+    return write(path)
+
+
+def load_tool(name):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('{}_tool'.format(name),
+                                                  os.path.join(ROOT, 'tools', name + '.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

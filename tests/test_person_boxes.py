@@ -33,7 +33,9 @@ def test_boxes_file_matches_by_name_then_id(tmp_path):
     np.testing.assert_array_equal(boxes(frame(file_name='a.jpg', image_id=7)), [[1, 2, 3, 4, .9]])
     np.testing.assert_array_equal(boxes(frame(file_name='b.jpg', image_id=7)), [[5, 6, 7, 8, .8]])
     assert boxes(frame(file_name='c.jpg', image_id=8)).shape == (0, 5)
-    assert boxes.matches_any([('x.jpg', 7)]) and not boxes.matches_any([('x.jpg', 8)])
+    boxes.check_inputs([('x.jpg', 7)], 'pictures')
+    with pytest.raises(ValueError, match='names none of the inputs of pictures'):
+        boxes.check_inputs([('x.jpg', 8)], 'pictures')
 
 
 @pytest.mark.parametrize('content, message', [

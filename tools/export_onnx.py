@@ -46,7 +46,8 @@ def load_model(args):
 
 
 def compare(model, onnx_net, cfg, batch=CHECK_BATCH, seed=CHECK_SEED):
-    """Largest |torch - onnxruntime| over the heatmaps of a seeded random batch."""
+    """Largest |torch - onnxruntime| over the heatmaps of a seeded random batch;
+    ValueError when either gives a NaN or infinity."""
     width, height = cfg.MODEL.IMAGE_SIZE
     images = np.random.default_rng(seed).standard_normal((batch, 3, height, width),
                                                          dtype=np.float32)
@@ -56,6 +57,11 @@ def compare(model, onnx_net, cfg, batch=CHECK_BATCH, seed=CHECK_SEED):
     if got.shape != expected.shape:
         raise ValueError('onnxruntime gave heatmaps of shape {}, torch {}'.format(
             got.shape, expected.shape))
+    if not (np.isfinite(expected).all() and np.isfinite(got).all()):
+        raise ValueError('the heatmaps of the check batch are not finite (NaN or infinity) in {}'
+                         .format(' and '.join(name for name, h in (('torch', expected),
+                                                                     ('onnxruntime', got))
+                                              if not np.isfinite(h).all())))
     return float(np.abs(got - expected).max())
 
 
@@ -69,7 +75,11 @@ def main(argv=None):
         cfg, model = load_model(args)
         export_onnx(model, cfg, args.out, opset=args.opset)
         onnx_net = OnnxPoseNet(args.out, cfg)
-        diff = compare(model, onnx_net, cfg)
+        try:
+            diff = compare(model, onnx_net, cfg)
+        except ValueError as err:   # the export is of no use: not left as if it were
+            os.remove(args.out)
+            raise ValueError('{}: removed: {}'.format(args.out, err)) from None
     except (ConfigError, ValueError, FileNotFoundError, OSError) as err:
         print('error: {}'.format(err), file=sys.stderr)
         return 2

@@ -36,7 +36,8 @@ from hsrnet.config import get_default_config  # noqa: E402
 from hsrnet.config.loading import merge_yaml_text  # noqa: E402
 from hsrnet.runner.cli import add_opts, base_parser, config_overrides, load_fresh_config  # noqa: E402
 from hsrnet.runner.launch import SETUP_ERROR_STATUS, SETUP_ERRORS, report_error  # noqa: E402
-from hsrnet.utils.errors import ConfigError, DataError, HeatmapCacheError  # noqa: E402
+from hsrnet.utils.errors import (ConfigError, DataError, HeatmapCacheError,  # noqa: E402
+                                 NonFinitePredictionError)
 from hsrnet.utils.fileio import write_json_atomically  # noqa: E402
 
 # Decoding name -> HeatmapCodec settings.
@@ -264,6 +265,8 @@ def main(argv=None):
         redecode(args)
     except (HeatmapCacheError, DataError) as e:
         return report_error(e, 1)
+    except NonFinitePredictionError as e:   # NaN or infinity in the saved heatmaps
+        return report_error('heatmaps file {}: {}'.format(args.heatmaps, e), 1)
     except SETUP_ERRORS as e:
         return report_error(e, SETUP_ERROR_STATUS)
     return 0

@@ -32,7 +32,7 @@ from hsrnet.config import (check_config, check_same_network, get_default_config,
 from hsrnet.data import experiment_keypoints
 from hsrnet.head.inference import decode_keypoints
 from hsrnet.evaluation.coco import PERSON_CATEGORY, oks_nms_per_image, rescore
-from hsrnet.utils.errors import ConfigError
+from hsrnet.utils.errors import ConfigError, NonFinitePredictionError
 from hsrnet.utils.transforms import PIXEL_STD, box_to_center_scale, crop_input
 
 PRECISIONS = {'fp32': None, 'float32': None, 'bf16': 'bfloat16', 'bfloat16': 'bfloat16',
@@ -225,7 +225,8 @@ class PoseEstimator:
     def estimate_many(self, images, boxes=None):
         """Persons of several pictures, all their boxes in the same forward passes.
         images: BGR uint8 arrays (or file names); boxes: one entry per picture
-        (None: the whole picture). Returns one list of PersonPose per picture."""
+        (None: the whole picture). Returns one list of PersonPose per picture; a
+        network output that is not finite is a NonFinitePredictionError."""
         images = [self._read(image) for image in images]
         boxes = [None] * len(images) if boxes is None else list(boxes)
         if len(boxes) != len(images):
@@ -244,6 +245,11 @@ class PoseEstimator:
             inputs[k] = crop_input(images[owner[k]], centers[k], scales[k], self.image_size,
                                    self.cfg.DATASET.COLOR_RGB, udp=self.codec.udp)[0]
         keypoints = decode_keypoints(self.codec, self.heatmaps(inputs), centers, scales)
+        finite = np.isfinite(keypoints).all(axis=(1, 2))
+        if not finite.all():
+            raise NonFinitePredictionError(
+                '{}: the network gives non-finite heatmaps (NaN or infinity) for {} of {} '
+                'persons'.format(self.model_file, int((~finite).sum()), len(finite)))
         scores = rescore(keypoints[:, :, 2], rows[:, 4], self.cfg.TEST.IN_VIS_THRE)
         if self.oks_nms:
             kept = oks_nms_per_image(keypoints, np.prod(scales * PIXEL_STD, axis=1), scores,

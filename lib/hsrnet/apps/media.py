@@ -10,10 +10,13 @@ import json
 import os
 import secrets
 import shutil
+from collections import Counter
 
 import cv2
 import numpy as np
 
+from hsrnet.utils.errors import DataError
+from hsrnet.utils.fileio import write_error
 from hsrnet.utils.image_decode import decode_image
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -30,6 +33,37 @@ def read_image(path):
     if decoded is None:
         raise ValueError('{}: cannot read this image (corrupt or not an image file)'.format(path))
     return decoded[0]
+
+
+def drawing_names(files):
+    """{input picture: the name of its drawing}: <stem>_pose.jpg, or, for pictures
+    that share a stem (x.jpg and x.png), <file name>_pose.jpg (x.jpg_pose.jpg,
+    x.png_pose.jpg), so that each gets its own."""
+    stems = [os.path.splitext(name)[0] for name in files]
+    shared = Counter(stems)
+    return {name: (name if shared[stem] > 1 else stem) + '_pose.jpg'
+            for name, stem in zip(files, stems)}
+
+
+def check_outputs(out_dir, planned, inputs):
+    """ValueError when two of the `planned` outputs ({file name: what it is}, in
+    `out_dir`) would share a name, or one would replace a file of `inputs` (paths:
+    the pictures, the video, the boxes, the model, ...)."""
+    names = list(planned)
+    if len(set(names)) != len(names):
+        twice = [name for name, count in Counter(names).items() if count > 1][0]
+        raise ValueError('{}: two outputs would be named {}'.format(out_dir, twice))
+
+    def identity(path):
+        status = os.stat(path)
+        return status.st_dev, status.st_ino
+    taken = {identity(path): path for path in inputs if path and os.path.isfile(path)}
+    for name, what in planned.items():
+        target = os.path.join(out_dir, name)
+        if os.path.isfile(target) and identity(target) in taken:
+            raise ValueError('--out {}: {} ({}) would replace the input {}; choose another '
+                             'output folder'.format(out_dir, name, what,
+                                                    taken[identity(target)]))
 
 
 def image_id_of(file_name, index):
@@ -120,6 +154,9 @@ class Source:
             yield Frame(image, index, image_id_of(name, index), file_name=name)
 
     def _frames(self):
+        """The video's frames; a video file that ends before the frame count its
+        header announces (cut short: a truncated AVI still opens) is a DataError
+        after its last readable frame, as a truncated mp4, which does not open."""
         capture, image = self._capture, self._first
         index = 0
         try:
@@ -131,6 +168,10 @@ class Source:
                     image = None
         finally:
             capture.release()
+        if self.count and index < self.count:
+            raise DataError('{}: truncated video: only {} of the {} frames its header announces '
+                            'could be read (the file was cut short?)'.format(
+                                self.path, index, self.count))
 
 
 class StagedOutput:
@@ -151,21 +192,37 @@ class StagedOutput:
         self.names = []
 
     def path(self, name):
-        """Where to write the file that will become out_dir/name."""
-        if name not in self.names:
-            self.names.append(name)
+        """Where to write the file that will become out_dir/name (each name once)."""
+        if name in self.names:
+            raise ValueError('{}: written twice in one run'.format(
+                os.path.join(self.out_dir, name)))
+        self.names.append(name)
         return os.path.join(self.stage, name)
+
+    def _write(self, name, data):
+        """Bytes to the staged file of `name`; a failed write (a full disk) is a
+        WriteError naming the output file and the OS error."""
+        try:
+            with open(self.path(name), 'wb') as f:
+                f.write(data)
+        except OSError as error:
+            raise write_error(os.path.join(self.out_dir, name), error) from None
 
     def write_image(self, name, image):
         ext = os.path.splitext(name)[1] or '.jpg'
         ok, data = cv2.imencode(ext, image)
         if not ok:
             raise ValueError('{}: OpenCV cannot encode a {} picture'.format(name, ext))
-        data.tofile(self.path(name))
+        self._write(name, data.tobytes())
 
     def write_json(self, name, obj):
-        with open(self.path(name), 'w') as f:
-            json.dump(obj, f)
+        """json of `obj`; NaN or infinity in it is a ValueError (json has neither)."""
+        try:
+            text = json.dumps(obj, allow_nan=False)
+        except ValueError as error:
+            raise ValueError('{}: not written: {}'.format(
+                os.path.join(self.out_dir, name), error)) from None
+        self._write(name, text.encode('utf-8'))
 
     def video_writer(self, name, fps, size):
         writer = cv2.VideoWriter(self.path(name), cv2.VideoWriter_fourcc(*'mp4v'), float(fps),

@@ -186,7 +186,7 @@ class BoxesFile:
 
     def __init__(self, path, min_score=0.0):
         self.name = 'boxes of {}'.format(path)
-        self.path = path
+        self.path, self.min_score = path, min_score
         if not os.path.isfile(path):
             raise FileNotFoundError('{}: boxes file not found'.format(path))
         try:
@@ -198,9 +198,9 @@ class BoxesFile:
             raise ValueError('{}: expected {}'.format(path, DETECTION_FORMAT))
         self.by_name, self.by_id = {}, {}
         for i, entry in enumerate(entries):
-            self._add(i, entry, min_score)
+            self._add(i, entry)
 
-    def _add(self, i, entry, min_score):
+    def _add(self, i, entry):
         def number(v):
             return isinstance(v, numbers.Real) and not isinstance(v, bool)
         bbox = entry.get('bbox') if isinstance(entry, dict) else None
@@ -214,21 +214,32 @@ class BoxesFile:
         score = entry.get('score', 1.0)
         if not number(score):
             raise ValueError('{}: entry {}: score must be a number'.format(self.path, i))
-        if score < min_score:
-            return
         row = list(map(float, bbox)) + [float(score)]
         if 'file_name' in entry:
             self.by_name.setdefault(os.path.basename(str(entry['file_name'])), []).append(row)
         else:
             self.by_id.setdefault(entry['image_id'], []).append(row)
 
-    def matches_any(self, frames_ids):
-        """Whether some entry names one of the (file_name, image_id) pairs."""
-        return any((name is not None and name in self.by_name) or image_id in self.by_id
-                   for name, image_id in frames_ids)
+    def _rows(self, file_name, image_id):
+        rows = self.by_name.get(file_name) if file_name is not None else None
+        if rows is None:
+            rows = self.by_id.get(image_id, [])
+        return np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+
+    def check_inputs(self, frames_ids, inputs):
+        """ValueError unless some box of at least `min_score` names one of the
+        (file_name, image_id) pairs of the input `inputs`; the message tells a file
+        that names none of them from boxes that all score below the threshold."""
+        scores = np.concatenate([self._rows(name, image_id)[:, 4]
+                                 for name, image_id in frames_ids] or [np.zeros(0)])
+        if not len(scores):
+            raise ValueError('{}: names none of the inputs of {} (no entry with one of their '
+                             'file names or image ids)'.format(self.path, inputs))
+        if scores.max() < self.min_score:
+            raise ValueError('{}: each of the {} person boxes of the inputs of {} scores below '
+                             '--box-thre {:g} (the highest: {:.4g})'.format(
+                                 self.path, len(scores), inputs, self.min_score, scores.max()))
 
     def __call__(self, frame):
-        rows = self.by_name.get(frame.file_name) if frame.file_name is not None else None
-        if rows is None:
-            rows = self.by_id.get(frame.image_id, [])
-        return np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+        rows = self._rows(frame.file_name, frame.image_id)
+        return rows[rows[:, 4] >= self.min_score]

@@ -68,7 +68,8 @@ def merge(node, updates, source, prefix=''):
 
 
 def read_yaml(path):
-    """The mapping of one yaml file (None for an empty file), or ConfigError."""
+    """What one yaml file holds, or ConfigError (also for a file with no keys: an
+    empty config would silently run every default)."""
     if not os.path.isfile(path):
         raise ConfigError('config file not found: {}'.format(path))
     try:
@@ -77,9 +78,13 @@ def read_yaml(path):
     except UnicodeDecodeError as e:
         raise ConfigError('{}: not UTF-8 text ({})'.format(path, e.reason)) from None
     try:
-        return yaml.safe_load(text)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError('{}: not valid yaml: {}'.format(path, e)) from None
+    if data is None:
+        raise ConfigError('{}: the config file is empty (it sets no key; every default would '
+                          'be used)'.format(path))
+    return data
 
 
 def yaml_chain(path, seen=()):
@@ -89,8 +94,6 @@ def yaml_chain(path, seen=()):
         raise ConfigError('{}: {} cycle: {}'.format(
             path, BASE_KEY, ' -> '.join(list(seen) + [path])))
     data = read_yaml(path)
-    if data is None:
-        return
     if not isinstance(data, dict):
         raise ConfigError('{}: must be a mapping of keys, got {!r}'.format(path, data))
     bases = data.pop(BASE_KEY, [])

@@ -24,6 +24,19 @@ logger = logging.getLogger(__name__)
 
 DETECTION_FORMAT = ('a list of {"image_id": int, "category_id": int, '
                     '"bbox": [x, y, w, h], "score": float}')
+# A detector box with less of its area than this inside its image is reported.
+MIN_SHARE_INSIDE = 0.01
+
+
+def share_inside(boxes, sizes):
+    """The share of each box [x, y, w, h] (N, 4) that lies inside its image
+    [width, height] (N, 2; inf where unknown)."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    sizes = np.asarray(sizes, dtype=np.float64).reshape(-1, 2)
+    low = np.clip(boxes[:, :2], 0, sizes)
+    high = np.clip(boxes[:, :2] + boxes[:, 2:], 0, sizes)
+    inside = np.prod(high - low, axis=1)
+    return inside / np.prod(boxes[:, 2:], axis=1)
 
 
 def _positive_box(bbox):
@@ -80,6 +93,8 @@ class COCODataset(JointsDataset):
 
         self.annotation_file = self._find_annotation_file()
         self.coco = self._load_coco(self.annotation_file)
+        if not is_train:
+            self._check_person_category()
         self.image_set_index = self.coco.getImgIds()
         self.num_images = len(self.image_set_index)
         self._image_id_of_path = {self.image_path_from_index(i): i
@@ -111,15 +126,37 @@ class COCODataset(JointsDataset):
 
     @staticmethod
     def _load_coco(path):
+        """The pycocotools COCO object of `path`; ValueError naming the file when it
+        is not json, or not an object with an "images" list."""
+        try:
+            with open(path, 'rb') as f:
+                data = json.loads(f.read().decode('utf-8'))
+        except ValueError as e:   # also a file that is not UTF-8 text
+            raise ValueError('{}: not a COCO annotation file (not valid json: {})'.format(
+                path, e)) from None
+        if not isinstance(data, dict) or not isinstance(data.get('images'), list):
+            raise ValueError('{}: not a COCO annotation file: expected {{"images": [...], '
+                             '"annotations": [...], "categories": [...]}}, got {}'.format(
+                                 path, 'no "images" list' if isinstance(data, dict)
+                                 else 'a json ' + type(data).__name__))
+        coco = COCO()
+        coco.dataset = data
         try:
             with stdout_to_log(logging.DEBUG):
-                coco = COCO(path)
-        except (ValueError, KeyError, TypeError) as e:
+                coco.createIndex()
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise ValueError('{}: not a COCO annotation file ({}: {})'.format(
                 path, type(e).__name__, e)) from None
-        if 'images' not in coco.dataset:
-            raise ValueError('{}: not a COCO annotation file (no "images" list)'.format(path))
         return coco
+
+    def _check_person_category(self):
+        """COCOeval scores only the categories the file lists: without the person
+        category every metric would be -1."""
+        if 'annotations' in self.coco.dataset and PERSON_CATEGORY not in self.coco.cats:
+            raise ValueError('{}: "categories" has no person category (id {}; found ids {}): '
+                             'COCO evaluation scores only the categories listed there'.format(
+                                 self.annotation_file, PERSON_CATEGORY,
+                                 sorted(self.coco.cats) or 'none'))
 
     def image_path_from_index(self, index):
         folder = 'test2017' if 'test' in self.image_set else self.image_set
@@ -230,6 +267,7 @@ class COCODataset(JointsDataset):
             logger.warning('%s: skipped %d person boxes of images not in %s', path,
                            len(persons) - len(known), self.annotation_file)
         kept = [d for d in known if d['score'] >= self.image_thre]
+        self._warn_boxes_outside(kept, path)
         if not kept:
             raise ValueError(
                 '{}: no person boxes (category_id 1) with score >= TEST.IMAGE_THRE={} on the '
@@ -247,6 +285,25 @@ class COCODataset(JointsDataset):
                  'score': d['score'], 'joints_3d': joints, 'joints_3d_vis': vis,
                  'filename': '', 'imgnum': 0, 'image_size': self._image_size(d['image_id'])}
                 for d, c, s in zip(kept, centers, scales)]
+
+    def _warn_boxes_outside(self, detections, path):
+        """One warning for the boxes that lie (almost) entirely outside their image
+        (they are kept, as the original keeps them: their poses are guesses)."""
+        if not detections:
+            return
+        known = [self._image_size(d['image_id']) for d in detections]
+        sizes = [size or (np.inf, np.inf) for size in known]
+        outside = np.flatnonzero(share_inside([d['bbox'] for d in detections], sizes)
+                                 < MIN_SHARE_INSIDE)
+        if len(outside):
+            first = detections[outside[0]]
+            logger.warning('%s: %d of %d person boxes lie (almost) entirely outside their image '
+                           '(less than %d%% of the box inside; the first: image_id %s, bbox %s, '
+                           'image %s); their poses are guesses that count as false positives',
+                           path, len(outside), len(detections), 100 * MIN_SHARE_INSIDE,
+                           first['image_id'], first['bbox'],
+                           '{}x{}'.format(*known[outside[0]]) if known[outside[0]] else
+                           'of unknown size')
 
     # -- evaluation ------------------------------------------------------------
 

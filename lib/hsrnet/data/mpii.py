@@ -23,6 +23,13 @@ ANNOTATION_FORMAT = ('a list of {"image": file name, "center": [x, y], "scale": 
                      '"joints": 16 x [x, y], "joints_vis": 16 x v}')
 
 
+def inside_folder(relative):
+    """Whether the relative path `relative`, joined to a folder, stays inside it
+    (no absolute path, no '..' that climbs out; symbolic links are the user's own)."""
+    norm = os.path.normpath(relative) if relative else '.'
+    return not os.path.isabs(relative) and norm != '.' and norm.split(os.sep)[0] != os.pardir
+
+
 class MPIIDataset(JointsDataset):
     """MPII, 16 joints (r ankle, r knee, r hip, l hip, l knee, l ankle, pelvis,
     thorax, neck, head top, r wrist, r elbow, r shoulder, l shoulder, l elbow, l wrist)."""
@@ -81,6 +88,9 @@ class MPIIDataset(JointsDataset):
             problem = 'not an object'
         elif any(k not in entry for k in keys):
             problem = 'missing ' + ', '.join(k for k in keys if k not in entry)
+        elif not isinstance(entry['image'], str) or not inside_folder(entry['image']):
+            problem = 'image must be a file name inside the images folder {}'.format(
+                os.path.join(self.root, 'images'))
         elif np.shape(entry['center']) != (2,) or np.ndim(entry['scale']) != 0:
             problem = 'center must be [x, y] and scale a number'
         elif has_joints and (np.shape(entry['joints']) != (self.num_joints, 2)

@@ -26,6 +26,7 @@ from hsrnet.utils.errors import NonFiniteLossError  # noqa: F401  (re-exported: 
 from hsrnet.utils.fileio import write_json_atomically
 from hsrnet.utils.meters import AverageMeter, progress_line
 from hsrnet.utils.modules import unwrap_model
+from hsrnet.utils.preemption import ValidationStopped
 from hsrnet.engine.precision import Precision
 from hsrnet.utils.vis import save_debug_images
 
@@ -183,11 +184,12 @@ def train_one_epoch(config, train_loader, model, criterion, optimizer, epoch, ou
 
 
 def _collect_predictions(config, val_loader, val_dataset, model, criterion, precision,
-                         device, output_dir, heatmap_parts=None):
+                         device, output_dir, heatmap_parts=None, should_stop=None):
     """Run this rank's share of the validation set. Returns a dict of its
     results in the order of its sampler (keypoints, centers, scales, box_scores,
     images) plus summed loss/accuracy; the heatmaps go to `heatmap_parts`
-    (engine.heatmap_cache.HeatmapParts), when given, batch by batch."""
+    (engine.heatmap_cache.HeatmapParts), when given, batch by batch. When
+    `should_stop()` turns true after a batch: ValidationStopped (this rank only)."""
     flip_pairs = val_dataset.flip_pairs if config.TEST.FLIP_TEST else None
     # the dataset's codec: the run's one (a dataset of users' own may have none)
     codec = getattr(val_dataset, 'codec', None) or HeatmapCodec.from_config(config)
@@ -237,6 +239,8 @@ def _collect_predictions(config, val_loader, val_dataset, model, criterion, prec
                 stride = input.size(3) / output.size(3)
                 save_debug_images(config, input, meta, target, pred * stride, output,
                                   os.path.join(output_dir, 'debug', 'val_{}'.format(i)))
+            if should_stop is not None and should_stop() and i + 1 < total:
+                raise ValidationStopped(i + 1, total)
     if skipped:
         logger.warning('validation: %d sample(s) of unreadable images skipped on this rank '
                        '(DATASET.SKIP_BAD_IMAGES; see the warnings above)', skipped)
@@ -252,14 +256,17 @@ def _collect_predictions(config, val_loader, val_dataset, model, criterion, prec
 
 
 def validate_model(config, val_loader, val_dataset, model, criterion, output_dir, writer=None,
-                   precision=None, epoch=None, heatmaps_file=None, heatmaps_dtype='float16'):
+                   precision=None, epoch=None, heatmaps_file=None, heatmaps_dtype='float16',
+                   should_stop=None):
     """Predict every person of `val_dataset`, evaluate on rank 0 with the
     dataset's metric (the metrics also go to <output_dir>/results/metrics_<set>.json,
     and to TensorBoard at step `epoch` when `writer` is given), return the
     performance indicator (AP for COCO) on every rank.
 
     With `heatmaps_file`, the decoded heatmaps are also saved there with the
-    boxes (engine.heatmap_cache), for tools/redecode.py.
+    boxes (engine.heatmap_cache), for tools/redecode.py. `should_stop()`, asked
+    after each batch, ends the validation there (ValidationStopped; nothing is
+    written): train.py's stop on SIGTERM/SIGINT.
 
     Under torchrun each rank predicts its shard; the shards are gathered and
     put back in dataset order before evaluation.
@@ -275,7 +282,8 @@ def validate_model(config, val_loader, val_dataset, model, criterion, output_dir
     parts = HeatmapParts(heatmaps_file, get_rank(), heatmaps_dtype) if heatmaps_file else None
     try:
         shard = _collect_predictions(config, val_loader, val_dataset, model, criterion,
-                                     precision, device, output_dir, heatmap_parts=parts)
+                                     precision, device, output_dir, heatmap_parts=parts,
+                                     should_stop=should_stop)
     except BaseException:
         if parts is not None:
             parts.discard()

@@ -34,3 +34,40 @@ def lr_at(cfg, epoch):
     """TRAIN.LR after the drops of LR_STEP before `epoch` (what the schedule gives)."""
     drops = sum(epoch >= step for step in cfg.TRAIN.LR_STEP)
     return cfg.TRAIN.LR * cfg.TRAIN.LR_FACTOR ** drops
+
+
+def load_optimizer_state(optimizer, state, source, names=None):
+    """Load a saved optimizer state (`state`, from the file `source`) into
+    `optimizer`, after checking that it fits: the same parameter groups of the same
+    sizes, and per-parameter state (Adam's moments, SGD's momentum) of the
+    parameters' shapes. Anything else is a ValueError naming the file (and, from
+    `names` {id(parameter): name}, the parameter)."""
+    prefix = '{}: the optimizer state does not fit this model'.format(source)
+    if not isinstance(state, dict) or not isinstance(state.get('param_groups'), list) or \
+            not isinstance(state.get('state'), dict) or \
+            not all(isinstance(g, dict) and isinstance(g.get('params'), list)
+                    for g in state['param_groups']):
+        raise ValueError('{}: its "optimizer" entry is not an optimizer state'.format(source))
+    saved = [len(g['params']) for g in state['param_groups']]
+    ours = [len(g['params']) for g in optimizer.param_groups]
+    if saved != ours:
+        raise ValueError('{} ({} parameters saved, the model has {}): saved by another network '
+                         'or with other settings?'.format(prefix, _counts(saved), _counts(ours)))
+    ids = [i for g in state['param_groups'] for i in g['params']]
+    params = [p for g in optimizer.param_groups for p in g['params']]
+    for index, (saved_id, param) in enumerate(zip(ids, params)):
+        per_param = state['state'].get(saved_id, {})
+        for key, value in (per_param.items() if isinstance(per_param, dict) else ()):
+            if torch.is_tensor(value) and value.dim() > 0 and value.shape != param.shape:
+                name = (names or {}).get(id(param), 'number {}'.format(index))
+                raise ValueError('{}: its {} of parameter {} has shape {}, the parameter {}'
+                                 .format(prefix, key, name, tuple(value.shape),
+                                         tuple(param.shape)))
+    try:
+        optimizer.load_state_dict(state)
+    except (ValueError, KeyError, TypeError, RuntimeError) as error:
+        raise ValueError('{} ({}: {})'.format(prefix, type(error).__name__, error)) from None
+
+
+def _counts(groups):
+    return ' + '.join(map(str, groups)) if len(groups) != 1 else str(groups[0])

@@ -4,8 +4,14 @@ on SIGTERM/SIGINT after the current step with a checkpoint that resumes exactly.
 
 pose_estimation/train.py builds a `Trainer(cfg, ctx)` from its command line and
 runs it under runner.launch.run_job (one-line errors, exit statuses).
+
+Each epoch's checkpoint is saved before its validation, marked `validated: False`,
+and saved again with the validation's result (and model_best.pth.tar when it is
+the best): a stop during the validation loses no training, and a resume runs that
+validation first.
 """
 import logging
+import numbers
 import os
 import shlex
 import sys
@@ -16,7 +22,7 @@ from hsrnet.config import get_model_name
 from hsrnet.data.loaders import EpochSeededLoader
 from hsrnet.engine.assembly import RunData, build_criterion, build_run_model
 from hsrnet.engine.loops import make_training_step, train_one_epoch, validate_model
-from hsrnet.engine.optim import get_lr_scheduler, get_optimizer, lr_at
+from hsrnet.engine.optim import get_lr_scheduler, get_optimizer, load_optimizer_state, lr_at
 from hsrnet import __version__
 from hsrnet.config import dump_config
 from hsrnet.utils.checkpoint import load_pose_checkpoint, read_checkpoint, save_atomic, \
@@ -25,11 +31,60 @@ from hsrnet.utils.distributed import any_rank, barrier, broadcast_object
 from hsrnet.utils.errors import ConfigError, NonFiniteLossError
 from hsrnet.utils.meters import RunPace
 from hsrnet.utils.modules import unwrap_model
-from hsrnet.utils.preemption import StopSignals, TrainingStopped
+from hsrnet.utils.preemption import StopSignals, TrainingStopped, ValidationStopped
 from hsrnet.utils.seeding import fresh_seed, seed_everything
 from hsrnet.utils.tensorboard import TensorBoardWriter
 
 logger = logging.getLogger('train')
+
+CHECKPOINT_FILE = 'checkpoint.pth.tar'
+FINAL_FILE = 'final_state.pth.tar'
+
+
+def checkpoint_position(state, path):
+    """(epoch, batch, validated) of a training checkpoint: training goes on at
+    batch `batch` of `epoch`; `validated` False: the validation after epoch - 1 is
+    still to run. A field that is not what this project writes is a ValueError
+    naming the file and the field."""
+    def whole(key, value):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+            raise ValueError('{}: not a valid training checkpoint: {} must be a whole number '
+                             '>= 0, got {!r}'.format(path, key, value))
+        return int(value)
+    epoch, batch = whole('epoch', state.get('epoch')), whole('batch', state.get('batch', 0))
+    for key in ('data_seed', 'batch_size', 'world_size', 'batches_per_epoch'):
+        if state.get(key) is not None:
+            whole(key, state[key])
+    for key in ('perf', 'best_perf'):
+        if key in state and (isinstance(state[key], bool)
+                             or not isinstance(state[key], numbers.Real)):
+            raise ValueError('{}: not a valid training checkpoint: {} must be a number, got '
+                             '{!r}'.format(path, key, state[key]))
+    validated = state.get('validated', True)
+    if not isinstance(validated, bool):
+        raise ValueError('{}: not a valid training checkpoint: validated must be true or '
+                         'false, got {!r}'.format(path, validated))
+    return epoch, batch, validated
+
+
+def finished_message(cfg, output_dir):
+    """With TRAIN.RESUME, when the checkpoint to resume from holds every epoch of
+    TRAIN.END_EPOCH, validated, and `output_dir` holds final_state.pth.tar: the
+    line saying that there is nothing to do (the run then writes nothing, so that
+    a job script that restarts itself ends). None otherwise."""
+    path = cfg.TRAIN.CHECKPOINT or os.path.join(output_dir, CHECKPOINT_FILE)
+    final_path = os.path.join(output_dir, FINAL_FILE)
+    if not (cfg.TRAIN.RESUME and os.path.isfile(path) and os.path.isfile(final_path)):
+        return None
+    state = read_checkpoint(path, mmap=True)
+    if not isinstance(state, dict) or 'epoch' not in state:
+        return None          # not a training checkpoint: the resume says so
+    epoch, batch, validated = checkpoint_position(state, path)
+    if epoch < cfg.TRAIN.END_EPOCH or batch or not validated:
+        return None
+    return ('training is already finished: {} has {} trained (TRAIN.END_EPOCH {}) and {} is '
+            'written; nothing to do, nothing written'.format(
+                path, _plural(epoch, 'epoch'), cfg.TRAIN.END_EPOCH, final_path))
 
 
 class Trainer:
@@ -49,6 +104,7 @@ class Trainer:
         self.scheduler = get_lr_scheduler(cfg, self.optimizer)
         self.begin_epoch = cfg.TRAIN.BEGIN_EPOCH
         self.begin_batch = 0            # > 0: resuming in the middle of begin_epoch
+        self.pending_validation = False  # the checkpoint's epoch still to be validated
         self.resumed_state = {}
         self.best_perf = float('-inf')
         self.last_perf = float('-inf')
@@ -71,14 +127,17 @@ class Trainer:
         if self.begin_batch:
             self._check_mid_epoch_resume()
         self.val_loader = data.val_loader(self.val_dataset)
-        self.writer = TensorBoardWriter(ctx.tb_log_dir) if ctx.dist.is_main else None
-        logger.info('%d training and %d validation samples; epochs %d..%d; data seed %d',
-                    len(self.train_dataset), len(self.val_dataset), self.begin_epoch,
-                    cfg.TRAIN.END_EPOCH - 1, self.data_seed)
+        self.writer = TensorBoardWriter(ctx.tb_log_dir) \
+            if ctx.dist.is_main and ctx.tb_log_dir else None
+        logger.info('%d training and %d validation samples; %s; data seed %d',
+                    len(self.train_dataset), len(self.val_dataset),
+                    'epochs {}..{}'.format(self.begin_epoch, cfg.TRAIN.END_EPOCH - 1)
+                    if self.begin_epoch < cfg.TRAIN.END_EPOCH else 'no epoch left to train',
+                    self.data_seed)
 
     @property
     def checkpoint_path(self):
-        return os.path.join(self.ctx.output_dir, 'checkpoint.pth.tar')
+        return os.path.join(self.ctx.output_dir, CHECKPOINT_FILE)
 
     def _resume(self):
         """Continue from TRAIN.CHECKPOINT, or from checkpoint.pth.tar in the output
@@ -94,22 +153,23 @@ class Trainer:
         if missing:
             raise ValueError('{}: not a training checkpoint (no {})'.format(
                 path, ', '.join(missing)))
+        self.begin_epoch, self.begin_batch, validated = checkpoint_position(state, path)
+        self.pending_validation = not validated
         load_pose_checkpoint(unwrap_model(self.model), state['state_dict'])
-        self.optimizer.load_state_dict(state['optimizer'])
+        names = {id(p): name for name, p in unwrap_model(self.model).named_parameters()}
+        load_optimizer_state(self.optimizer, state['optimizer'], path, names)
         for group in self.optimizer.param_groups:   # a tensor in SPEED.CUDA_GRAPHS runs
             group['lr'] = float(group['lr'])
-        self.begin_epoch = int(state['epoch'])
-        self.begin_batch = int(state.get('batch', 0))
         self.resumed_state = {k: state[k] for k in ('batches_per_epoch', 'batch_size',
                                                     'world_size') if k in state}
         if 'scheduler' in state:
-            self.scheduler.load_state_dict(state['scheduler'])
+            _load_part(self.scheduler, state, 'scheduler', path)
         else:   # an original checkpoint: rebuild the schedule's position
             self.scheduler.last_epoch = self.begin_epoch
             for group in self.optimizer.param_groups:
                 group['lr'] = lr_at(self.cfg, self.begin_epoch)
         if 'scaler' in state:
-            self.ctx.precision.scaler.load_state_dict(state['scaler'])
+            _load_part(self.ctx.precision.scaler, state, 'scaler', path)
         self.best_perf = float(state.get('best_perf', state.get('perf', float('-inf'))))
         self.last_perf = float(state.get('perf', self.best_perf))
         self.data_seed = state.get('data_seed', self.data_seed)
@@ -132,6 +192,11 @@ class Trainer:
                     'TRAIN.RESUME: the checkpoint stopped in the middle of epoch {} (batch {}) '
                     'with {} = {}, this run has {}; resume with the same setting'.format(
                         self.begin_epoch, self.begin_batch, keys[key], saved, value))
+        if self.begin_batch >= now['batches_per_epoch']:
+            raise ValueError('{}: not a valid training checkpoint: batch {} is past the end of '
+                             'epoch {} ({} batches)'.format(
+                                 self.cfg.TRAIN.CHECKPOINT or self.checkpoint_path,
+                                 self.begin_batch, self.begin_epoch, now['batches_per_epoch']))
 
     def _check_weights(self, epoch):
         """Never write a checkpoint with non-finite weights."""
@@ -158,11 +223,13 @@ class Trainer:
             save_weights(state['state_dict'],
                          os.path.join(self.ctx.output_dir, 'model_best.pth.tar'), self.record)
 
-    def _state(self, epoch, batch, perf):
-        """A resumable checkpoint: training goes on at batch `batch` of `epoch`."""
+    def _state(self, epoch, batch, perf, validated=True):
+        """A resumable checkpoint: training goes on at batch `batch` of `epoch`;
+        `validated` False: the validation after epoch - 1 is still to run."""
         return dict(self.record, **{
             'epoch': epoch,
             'batch': batch,
+            'validated': validated,
             'model': get_model_name(self.cfg)[1],
             'state_dict': unwrap_model(self.model).state_dict(),
             'perf': perf,
@@ -176,21 +243,44 @@ class Trainer:
             'batches_per_epoch': self.train_loader.batches_per_epoch,
         })
 
-    def _save(self, epoch, perf):
-        """The checkpoint after `epoch`; `perf` None: not validated (TRAIN.VALIDATE_EVERY),
-        the last validated perf is kept and the epoch cannot be the best."""
-        self._check_weights(epoch)
-        if perf is None:
-            perf, is_best = self.last_perf, False
-            logger.info('saving checkpoint to %s (not validated after this epoch; best %.4f)',
-                        self.ctx.output_dir, self.best_perf)
-        else:
+    def _save(self, epoch, validates):
+        """The checkpoint after `epoch`. `validates`: its validation follows, and the
+        checkpoint says so until _record_validation saves it again; else (not a
+        TRAIN.VALIDATE_EVERY epoch) the last validated perf is kept."""
+        if self.ctx.dist.is_main:
+            self._check_weights(epoch)
+            logger.info('saving checkpoint to %s (epoch %d trained; %s)', self.ctx.output_dir,
+                        epoch, 'its validation follows' if validates else
+                        'not validated after this epoch; best {:.4f}'.format(self.best_perf))
+            self._write(self._state(epoch + 1, 0, self.last_perf, not validates), False)
+        barrier()
+
+    def _record_validation(self, epoch, perf):
+        """The checkpoint after `epoch` again, with its validation's `perf`, and
+        model_best.pth.tar when it is the best."""
+        if self.ctx.dist.is_main:
             is_best = perf > self.best_perf
             self.best_perf = max(self.best_perf, perf)
-            logger.info('saving checkpoint to %s (perf %.4f, best %.4f)', self.ctx.output_dir,
-                        perf, self.best_perf)
-        self.last_perf = perf
-        self._write(self._state(epoch + 1, 0, perf), is_best)
+            self.last_perf = perf
+            logger.info('validation of epoch %d recorded in the checkpoint (perf %.4f, best '
+                        '%.4f)%s', epoch, perf, self.best_perf,
+                        '; it is the best: model_best.pth.tar' if is_best else '')
+            self._write(self._state(epoch + 1, 0, perf), is_best)
+        barrier()
+
+    def _validate(self, epoch):
+        """Validate the weights trained up to `epoch` and record the result; a stop
+        request ends the validation within one batch (TrainingStopped), the
+        checkpoint left as saved before it."""
+        try:
+            perf = validate_model(self.cfg, self.val_loader, self.val_dataset, self.model,
+                                  self.criterion, self.ctx.output_dir, self.writer,
+                                  self.ctx.precision, epoch=epoch,
+                                  should_stop=lambda: self.signals.requested)
+        except ValidationStopped as stopped:
+            raise self._stopped(epoch + 1, 0, 'in the validation after epoch {} (batch {} of '
+                                '{})'.format(epoch, stopped.done, stopped.total)) from None
+        self._record_validation(epoch, perf)
 
     def _save_mid_epoch(self, epoch, batch):
         if self.ctx.dist.is_main:
@@ -215,19 +305,24 @@ class Trainer:
             self._save_mid_epoch(epoch, done)
         return False
 
-    def _stopped(self, epoch, batch):
-        """The exception that ends a run stopped by a signal (checkpoint saved)."""
+    def _stopped(self, epoch, batch, validation=None):
+        """The exception that ends a run stopped by a signal (checkpoint saved).
+        `validation`: where in the validation after epoch - 1 it stopped (then, or
+        when that validation did not start, a resume runs it first)."""
         name = self.signals.name or 'a stop signal'
         where = ('epoch {}, batch {} of {}'.format(epoch, batch,
                                                    self.train_loader.batches_per_epoch)
-                 if batch else 'the end of epoch {}'.format(epoch - 1))
+                 if batch else validation or 'the end of epoch {}'.format(epoch - 1))
+        pending = validation is not None
         command = ' '.join(shlex.quote(a) for a in [os.path.basename(sys.executable)]
                            + sys.argv)
         if not self.cfg.TRAIN.RESUME:
             command += ' TRAIN.RESUME true'
         return TrainingStopped(
-            '{}: training stopped at {}; checkpoint saved to {}; resume with: {}'.format(
-                name, where, self.checkpoint_path, command),
+            '{}: training stopped {}{}; checkpoint saved to {}{}; resume with: {}'.format(
+                name, 'at ' if not validation else '', where, self.checkpoint_path,
+                ' (epoch {} trained, not yet validated: a resume validates it first)'.format(
+                    epoch - 1) if pending else '', command),
             self.signals.signum)
 
     def run(self):
@@ -242,6 +337,10 @@ class Trainer:
         cfg, ctx = self.cfg, self.ctx
         per_epoch = self.train_loader.batches_per_epoch
         pace = RunPace()
+        if self.pending_validation:
+            logger.info('the checkpoint was saved before the validation after epoch %d: '
+                        'running it first', self.begin_epoch - 1)
+            self._validate(self.begin_epoch - 1)
         for epoch in range(self.begin_epoch, cfg.TRAIN.END_EPOCH):
             start = self.begin_batch if epoch == self.begin_epoch else 0
             self.train_loader.set_epoch(epoch, start)
@@ -266,21 +365,30 @@ class Trainer:
                 raise self._stopped(epoch, self.stop_at)
             pace.advance(per_epoch - start)
             self.scheduler.step()
-            perf = None
-            if (epoch + 1) % cfg.TRAIN.VALIDATE_EVERY == 0 or epoch + 1 == cfg.TRAIN.END_EPOCH:
-                perf = validate_model(cfg, self.val_loader, self.val_dataset, self.model,
-                                      self.criterion, ctx.output_dir, self.writer,
-                                      ctx.precision, epoch=epoch)
-            if ctx.dist.is_main:
-                self._save(epoch, perf)
-            barrier()
+            validates = (epoch + 1) % cfg.TRAIN.VALIDATE_EVERY == 0 or \
+                epoch + 1 == cfg.TRAIN.END_EPOCH
+            self._save(epoch, validates)
+            if validates:
+                if self._stop_requested():
+                    raise self._stopped(epoch + 1, 0, 'before the validation after epoch {}'
+                                        .format(epoch))
+                self._validate(epoch)
             if self._stop_requested() and epoch + 1 < cfg.TRAIN.END_EPOCH:
                 raise self._stopped(epoch + 1, 0)
         if ctx.dist.is_main:
-            final_path = os.path.join(ctx.output_dir, 'final_state.pth.tar')
+            final_path = os.path.join(ctx.output_dir, FINAL_FILE)
             logger.info('saving final model state to %s', final_path)
             save_weights(unwrap_model(self.model).state_dict(), final_path, self.record)
 
 
 def _plural(count, noun):
     return '{} {}{}'.format(count, noun, '' if count == 1 else 's')
+
+
+def _load_part(part, state, key, path):
+    """part.load_state_dict(state[key]); ValueError naming the file when it does not fit."""
+    try:
+        part.load_state_dict(state[key])
+    except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as error:
+        raise ValueError('{}: its {} state cannot be loaded ({}: {})'.format(
+            path, key, type(error).__name__, error)) from None

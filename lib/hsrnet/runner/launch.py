@@ -33,6 +33,12 @@ RUN_ERRORS = (DataError, NonFiniteLossError, NonFinitePredictionError, WriteErro
 RUN_ERROR_STATUS = 1
 
 
+class NothingToDo(Exception):
+    """Raised while building a job that has nothing to do (training already
+    finished): its message is printed and the run ends with status 0, having
+    written nothing."""
+
+
 def error_message(error):
     """The error's own message; for one re-raised from a DataLoader worker (whose
     message holds the worker's traceback) the original exception's last line."""
@@ -49,7 +55,8 @@ def report_error(error, status):
 
 
 def run_job(job_class, args):
-    """Build `job_class(args)` (setup errors: one line, status 2), call its run()
+    """Build `job_class(args)` (setup errors: one line, status 2; NothingToDo: its
+    line, status 0), call its run()
     (RUN_ERRORS: logged, one line, status 1; stopped by SIGTERM/SIGINT after
     saving: one line, status 143/130; interrupted at once, in setup or outside
     the training loop: one line, status 143/130), and always leave torchrun's
@@ -85,6 +92,9 @@ def _build_and_run(job_class, args, holder, log):
         ctx = getattr(holder[0], 'ctx', None)
         if ctx is not None and ctx.dist.is_main:   # set up: the run's record is kept
             record_run(holder[0].cfg, ctx.output_dir, ctx.started, ctx.phase, sys.argv)
+    except NothingToDo as done:
+        print(done, flush=True)
+        return 0
     except SETUP_ERRORS as error:
         return report_error(error, SETUP_ERROR_STATUS)
     try:

@@ -11,7 +11,8 @@ import torch
 from hsrnet.config import dump_config, get_model_name
 from hsrnet.utils import runlock
 from hsrnet.utils.errors import ConfigError
-from hsrnet.utils.fileio import ReportingFileHandler, remove_stale_temp_files, write_atomically
+from hsrnet.utils.fileio import ReportingFileHandler, describe_os_error, \
+    remove_stale_temp_files, write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ def create_logger(cfg, cfg_file, phase='train', rank=0, time_str=None):
     config is recorded once the run is set up (record_run).
 
     Only rank 0 writes files and logs at INFO; other ranks report warnings only.
-    The TensorBoard folder is made for the 'train' phase only. Rank 0 locks the
+    The TensorBoard folder is made for the 'train' phase only (None when it
+    cannot be: one warning, training goes on). Rank 0 locks the
     output folder (utils.runlock: one run per folder) before writing in it, and
     removes the temporary files an interrupted save left there.
     Returns (logger, final_output_dir, tb_log_dir).
@@ -58,13 +60,18 @@ def create_logger(cfg, cfg_file, phase='train', rank=0, time_str=None):
     os.makedirs(final_output_dir, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=True, handlers=[console])
     runlock.acquire(final_output_dir, phase)
-    if phase == 'train':     # only training writes TensorBoard scalars
-        os.makedirs(tb_log_dir, exist_ok=True)
     cfg_stem = os.path.basename(final_output_dir)
     log_file = os.path.join(final_output_dir, '{}_{}_{}.log'.format(cfg_stem, time_str, phase))
     file_handler = ReportingFileHandler(log_file)
     file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logging.getLogger().addHandler(file_handler)
+    if phase == 'train':     # only training writes TensorBoard scalars
+        try:
+            os.makedirs(tb_log_dir, exist_ok=True)
+        except OSError as error:   # LOG_DIR read-only, full, ...: training goes on
+            logger.warning('cannot create the TensorBoard folder %s: %s; no TensorBoard '
+                           'logging, training goes on', tb_log_dir, describe_os_error(error))
+            tb_log_dir = None
     remove_stale_temp_files(final_output_dir)
     return logging.getLogger(), final_output_dir, tb_log_dir
 

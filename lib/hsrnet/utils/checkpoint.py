@@ -32,8 +32,10 @@ NUMPY_SCALAR_GLOBALS = [(_numpy_scalar, 'numpy.core.multiarray.scalar'),
     type(np.dtype(code)) for code in '?' + np.typecodes['AllInteger'] + np.typecodes['AllFloat']]
 
 
-def read_checkpoint(path):
-    """The object saved in `path`, on the CPU; never executes code from the file."""
+def read_checkpoint(path, mmap=False):
+    """The object saved in `path`, on the CPU; never executes code from the file.
+    `mmap`: tensors are mapped from the file, read only when used (a quick look at
+    a large checkpoint's other fields)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError('checkpoint file not found: {}'.format(path))
@@ -44,7 +46,8 @@ def read_checkpoint(path):
                          .format(path))
     try:
         with torch.serialization.safe_globals(NUMPY_SCALAR_GLOBALS):
-            return torch.load(path, map_location='cpu', weights_only=True)
+            return torch.load(path, map_location='cpu', weights_only=True,
+                              mmap=mmap and head == FILE_MAGICS[0])
     except pickle.UnpicklingError as err:
         if 'Weights only load failed' not in str(err):
             raise ValueError('{}: not a PyTorch checkpoint ({})'.format(path, err)) from None
@@ -89,9 +92,9 @@ def load_pose_checkpoint(model, path_or_state):
 
     `path_or_state` is a file name or an object already read. The keys of the
     layers the original built but never used (`model.original_unused_keys()`) are
-    dropped; any other missing, unexpected or misshapen key is a ValueError naming
-    it. Returns the checkpoint object (a full training checkpoint also holds
-    epoch, optimizer, ...).
+    dropped; any other missing, unexpected or misshapen key, or a tensor holding NaN
+    or infinity, is a ValueError naming it. Returns the checkpoint object (a full
+    training checkpoint also holds epoch, optimizer, ...).
     """
     if isinstance(path_or_state, (str, os.PathLike)):
         source = os.fspath(path_or_state)
@@ -125,6 +128,11 @@ def load_pose_checkpoint(model, path_or_state):
         raise ValueError('{} does not fit the model {} (check {}): {}'.format(
             source, getattr(net, 'arch', type(net).__name__),
             ', '.join(keys) or 'the model settings', '; '.join(problems)))
+    not_finite = [key for key, value in state.items()
+                  if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if not_finite:
+        raise ValueError('{}: refused: {} (the training that saved it had diverged?)'.format(
+            source, _listing('tensors holding NaN or infinity', not_finite)))
     if dropped:
         logger.info("=> %s: dropped %d keys of layers the original built but never used",
                     source, len(dropped))

@@ -29,12 +29,13 @@ def temp_path_for(path):
                                                        secrets.token_hex(4)))
 
 
-def os_error_in(error):
-    """The OSError behind `error` (itself, or one in its __cause__/__context__
-    chain: torch.save reports a failed write as a RuntimeError), or None."""
+def os_error_in(error, kind=OSError):
+    """The OSError (or other `kind`) behind `error`: itself, or one in its
+    __cause__/__context__ chain (torch.save reports a failed write, or a signal's
+    exception raised while it wrote, as a RuntimeError of its own); or None."""
     seen = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, OSError):
+        if isinstance(error, kind):
             return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__
@@ -63,7 +64,9 @@ def write_error(path, error):
 def write_atomically(path, write):
     """Call `write(file)` on a temporary binary file beside `path`, flush it to disk
     and rename it over `path`. Any failure removes the temporary file, leaves
-    `path` as it was, and raises WriteError (for an OS error) or re-raises."""
+    `path` as it was, and raises WriteError (for an OS error) or re-raises (a
+    KeyboardInterrupt met while writing as itself, not as the error torch.save
+    turned it into)."""
     path = os.fspath(path)
     tmp_path = temp_path_for(path)
     try:
@@ -78,6 +81,11 @@ def write_atomically(path, write):
             os.remove(tmp_path)
         except OSError:
             pass
+        # a stop signal (KeyboardInterrupt, preemption.Interrupted) met during the
+        # write stays what it is, whatever the writer made of it
+        interrupt = os_error_in(error, KeyboardInterrupt)
+        if interrupt is not None and interrupt is not error:
+            raise interrupt from None
         if isinstance(error, Exception) and os_error_in(error) is not None:
             raise write_error(path, error) from None
         raise

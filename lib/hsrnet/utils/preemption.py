@@ -34,6 +34,15 @@ class TrainingStopped(Exception):
         self.status = exit_status(signum)
 
 
+class ValidationStopped(Exception):
+    """A validation left at a batch boundary because a stop was requested (the
+    training loop's `should_stop`); `done` of `total` batches were predicted."""
+
+    def __init__(self, done, total):
+        super().__init__('validation stopped after batch {} of {}'.format(done, total))
+        self.done, self.total = done, total
+
+
 class Interrupted(KeyboardInterrupt):
     """A stop signal that ends the run at once (status 128 + signum); like
     Ctrl-C's KeyboardInterrupt, so `finally` blocks and the one-line report run."""
