@@ -743,7 +743,8 @@ def test_paths_with_spaces_and_non_ascii_characters(sample, reference, tmp_path)
     shutil.copy(reference, model_file)
     cfg_file = str(tmp_path / 'réglages de test' / os.path.basename(DEMO_CFG))
     os.makedirs(os.path.dirname(cfg_file))
-    shutil.copy(DEMO_CFG, cfg_file)
+    with open(cfg_file, 'w') as f:   # its _BASE_ named from where the demo yaml is
+        f.write('_BASE_: {}\n'.format(os.path.abspath(DEMO_CFG)))
     check_ok(run_script('valid.py', ['--cfg', cfg_file, '--model-file', model_file] +
                         fault_args(str(root), out_dir)[2:]))
     with open(os.path.join(output_dir_of(out_dir), RESULTS)) as f:
@@ -1283,6 +1284,8 @@ def tiny_yaml(path):
 
 def load_tool(name):
     import importlib.util
+    if os.path.join(ROOT, 'tools') not in sys.path:   # the tools import tools/_paths.py
+        sys.path.insert(0, os.path.join(ROOT, 'tools'))
     spec = importlib.util.spec_from_file_location('{}_tool'.format(name),
                                                   os.path.join(ROOT, 'tools', name + '.py'))
     module = importlib.util.module_from_spec(spec)
