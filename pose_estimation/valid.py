@@ -73,9 +73,6 @@ def heatmaps_path(args, cfg, output_dir):
         return None
     path = args.save_heatmaps or os.path.join(output_dir, 'results',
                                               'heatmaps_{}.npz'.format(cfg.DATASET.TEST_SET))
-    if not path.endswith('.npz'):
-        raise ConfigError('--save-heatmaps: the file name must end in .npz, got {!r}'
-                          .format(path))
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     except OSError as e:
@@ -89,6 +86,9 @@ class Validator:
     errors surface), run by run()."""
 
     def __init__(self, args):
+        if args.save_heatmaps and not args.save_heatmaps.endswith('.npz'):  # before any reading
+            raise ConfigError('--save-heatmaps: the file name must end in .npz, got {!r}'
+                              .format(args.save_heatmaps))
         self.cfg = cfg = load_config(args, VALID_FLAGS, weights=args.model_file)
         self.ctx = ctx = setup_run(cfg, args.cfg, 'valid')
         self.heatmaps_file = heatmaps_path(args, cfg, ctx.output_dir)

@@ -10,6 +10,25 @@ LIB = os.path.join(ROOT, 'lib')
 if LIB not in sys.path:
     sys.path.insert(0, LIB)
 
+def load_script(path, name=None):
+    """A script of pose_estimation/ or tools/ as a module: its folder goes on sys.path
+    first, since each imports its path helper (_init_paths, _paths) from there."""
+    import importlib.util
+    folder = os.path.dirname(os.path.abspath(path))
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    name = name or '{}_script'.format(os.path.splitext(os.path.basename(path))[0])
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_tool(name):
+    """tools/<name>.py as a module."""
+    return load_script(os.path.join(ROOT, 'tools', name + '.py'), name + '_tool')
+
+
 SHARED = os.path.abspath(os.path.join(ROOT, '..', 'shared'))
 SPEC = os.path.join(SHARED, 'spec')
 SHARED_DATA = os.path.join(SHARED, 'data')

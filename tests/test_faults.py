@@ -35,7 +35,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from conftest import ROOT, coco_config
+from conftest import ROOT, coco_config, load_tool
 from test_train_valid import (DEMO_CFG, DETECTIONS, RESULTS, TIMEOUT, check_ok,
                               output_dir_of, run_script, tiny_opts)
 
@@ -1280,14 +1280,3 @@ def run_infer(*args):
 def tiny_yaml(path):
     from tiny_model import tiny_yaml as write
     return write(path)
-
-
-def load_tool(name):
-    import importlib.util
-    if os.path.join(ROOT, 'tools') not in sys.path:   # the tools import tools/_paths.py
-        sys.path.insert(0, os.path.join(ROOT, 'tools'))
-    spec = importlib.util.spec_from_file_location('{}_tool'.format(name),
-                                                  os.path.join(ROOT, 'tools', name + '.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

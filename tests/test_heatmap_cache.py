@@ -2,7 +2,6 @@
 tools/redecode.py: re-decoding saved float32 heatmaps with valid.py's settings
 gives valid.py's results exactly, float16 ones within 0.001 AP; bad files and
 configs are one line."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,8 +11,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import (DEMO_CFG, ROOT, TIMEOUT, check_ok, output_dir_of, run_script,
-                      tiny_opts, valid_args)
+from conftest import (DEMO_CFG, ROOT, TIMEOUT, check_ok, load_script, load_tool,
+                      output_dir_of, run_script, tiny_opts, valid_args)
 from hsrnet.head.codec import HeatmapCodec
 from hsrnet.config import get_default_config, update_config_from_list
 from hsrnet.engine import heatmap_cache
@@ -25,10 +24,7 @@ SET = 'val2017'
 
 
 def load_redecode_module():
-    spec = importlib.util.spec_from_file_location('redecode_tool', REDECODE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('redecode')
 
 
 def fake_run(n=7, joints=17, size=(12, 16), dtype='float32', seed=0):
@@ -178,6 +174,7 @@ import torch
 sys.path[:0] = [{lib!r}, os.path.dirname({script!r})]
 from hsrnet import data as dataset, models
 from hsrnet.engine import preflight
+from hsrnet.runner import cli
 from hsrnet.utils import checkpoint
 
 
@@ -201,6 +198,7 @@ class NoisyGroundTruth(torch.nn.Module):
 
 models.build_model = lambda cfg, is_train=False: NoisyGroundTruth(cfg)
 checkpoint.load_pose_checkpoint = lambda model, path: None
+cli.read_recorded_config = lambda path: None   # no checkpoint: --model-file is a stand-in
 preflight.check_model_output = lambda *args, **kwargs: None   # no blank forward
 sys.argv = [{script!r}] + sys.argv[1:]
 runpy.run_path({script!r}, run_name='__main__')
@@ -381,11 +379,7 @@ def test_save_heatmaps_needs_an_npz_path(sample, tmp_path):
 
 
 def test_save_heatmaps_before_the_overrides_takes_no_key(monkeypatch):
-    monkeypatch.syspath_prepend(os.path.join(ROOT, 'pose_estimation'))  # its _init_paths
-    spec = importlib.util.spec_from_file_location(
-        'valid_script', os.path.join(ROOT, 'pose_estimation', 'valid.py'))
-    valid = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(valid)
+    valid = load_script(os.path.join(ROOT, 'pose_estimation', 'valid.py'))
     args = valid.parse_args(['--cfg', 'x.yaml', '--save-heatmaps', 'TEST.BATCH_SIZE', '8'])
     assert args.save_heatmaps == '' and args.opts == ['TEST.BATCH_SIZE', '8']
     args = valid.parse_args(['--cfg', 'x.yaml', '--save-heatmaps', 'opts', 'SEED', '1'])

@@ -1,6 +1,5 @@
 """The synthetic COCO-format sample dataset (tools/make_sample_data.py)."""
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -11,21 +10,13 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from conftest import ROOT
+from conftest import load_tool
 from hsrnet.samples.synthetic import DETECTION_FILE, KEYPOINT_NAMES, SKELETON, generate
 
 SPLITS = ('train2017', 'val2017')
 ANNOTATION_KEYS = {'segmentation', 'num_keypoints', 'area', 'iscrowd', 'keypoints',
                    'image_id', 'bbox', 'category_id', 'id'}
 L_WRIST, R_WRIST = KEYPOINT_NAMES.index('left_wrist'), KEYPOINT_NAMES.index('right_wrist')
-
-
-def load_tool():
-    path = os.path.join(ROOT, 'tools', 'make_sample_data.py')
-    spec = importlib.util.spec_from_file_location('make_sample_data', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def ann_file(root, split):
@@ -52,7 +43,7 @@ def keypoints_of(data):
 
 
 def test_same_seed_same_bytes_other_seed_other_data(tmp_path):
-    tool = load_tool()
+    tool = load_tool('make_sample_data')
     runs = {}
     for name, seed in (('a', 3), ('b', 3), ('c', 4)):
         out = str(tmp_path / name)
@@ -68,7 +59,7 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path):
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
-    tool = load_tool()
+    tool = load_tool('make_sample_data')
     assert tool.main(['--out', str(tmp_path / 'x'), '--train-images', '0']) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and 'train_images' in err
