@@ -15,8 +15,6 @@ The ONNX detector (`OnnxPersonDetector`):
           `person_class`, default 0, COCO's 80-class order) scoring >= the
           threshold are kept, mapped back to the picture and NMS'd.
 """
-import json
-import numbers
 import os
 
 import cv2
@@ -24,10 +22,9 @@ import numpy as np
 
 from hsrnet.apps.detector_layouts import (LAYOUT_CHOICES, check_outputs, decode, format_shape,
                                           has_open_dims, recognise, unknown_layout_message)
+from hsrnet.data.detections import read_person_detections
 from hsrnet.nms.nms import nms
 
-DETECTION_FORMAT = ('a COCO results list of {"image_id": int or "file_name": str, '
-                    '"category_id": 1, "bbox": [x, y, w, h], "score": float}')
 HOG_NMS_IOU = 0.5
 HOG_MIN_HEIGHT = 160         # images smaller than this are upscaled for the 64x128 window
 
@@ -187,38 +184,11 @@ class BoxesFile:
     def __init__(self, path, min_score=0.0):
         self.name = 'boxes of {}'.format(path)
         self.path, self.min_score = path, min_score
-        if not os.path.isfile(path):
-            raise FileNotFoundError('{}: boxes file not found'.format(path))
-        try:
-            with open(path) as f:
-                entries = json.load(f)
-        except (ValueError, UnicodeDecodeError) as err:
-            raise ValueError('{}: not valid json ({})'.format(path, err)) from None
-        if not isinstance(entries, list):
-            raise ValueError('{}: expected {}'.format(path, DETECTION_FORMAT))
         self.by_name, self.by_id = {}, {}
-        for i, entry in enumerate(entries):
-            self._add(i, entry)
-
-    def _add(self, i, entry):
-        def number(v):
-            return isinstance(v, numbers.Real) and not isinstance(v, bool)
-        bbox = entry.get('bbox') if isinstance(entry, dict) else None
-        if (not isinstance(entry, dict) or not isinstance(bbox, list) or len(bbox) != 4
-                or not all(map(number, bbox))
-                or not ('image_id' in entry or 'file_name' in entry)):
-            raise ValueError('{}: entry {} is malformed: {:.120}; expected {}'.format(
-                self.path, i, repr(entry), DETECTION_FORMAT))
-        if entry.get('category_id', 1) != 1:
-            return
-        score = entry.get('score', 1.0)
-        if not number(score):
-            raise ValueError('{}: entry {}: score must be a number'.format(self.path, i))
-        row = list(map(float, bbox)) + [float(score)]
-        if 'file_name' in entry:
-            self.by_name.setdefault(os.path.basename(str(entry['file_name'])), []).append(row)
-        else:
-            self.by_id.setdefault(entry['image_id'], []).append(row)
+        for person in read_person_detections(path, '--boxes', strict=False).persons:
+            key, rows = ((person['file_name'], self.by_name) if person['file_name'] is not None
+                         else (person['image_id'], self.by_id))
+            rows.setdefault(key, []).append(person['bbox'] + [person['score']])
 
     def _rows(self, file_name, image_id):
         rows = self.by_name.get(file_name) if file_name is not None else None

@@ -7,7 +7,6 @@ Layout under DATASET.ROOT:
 """
 import json
 import logging
-import math
 import numbers
 import os
 
@@ -18,12 +17,11 @@ from hsrnet.evaluation.coco import PERSON_CATEGORY, COCOKeypointMetric, stdout_t
 from hsrnet.utils.errors import ConfigError, DataError
 from hsrnet.utils.keypoints import COCO_KEYPOINTS
 
+from .detections import is_positive_box, read_person_detections
 from .joints_dataset import JointsDataset, box_to_center_scale
 
 logger = logging.getLogger(__name__)
 
-DETECTION_FORMAT = ('a list of {"image_id": int, "category_id": int, '
-                    '"bbox": [x, y, w, h], "score": float}')
 # A detector box with less of its area than this inside its image is reported.
 MIN_SHARE_INSIDE = 0.01
 
@@ -37,39 +35,6 @@ def share_inside(boxes, sizes):
     high = np.clip(boxes[:, :2] + boxes[:, 2:], 0, sizes)
     inside = np.prod(high - low, axis=1)
     return inside / np.prod(boxes[:, 2:], axis=1)
-
-
-def _positive_box(bbox):
-    """Whether bbox is [x, y, w, h] of finite numbers with w > 0 and h > 0."""
-    try:
-        values = [float(v) for v in bbox]
-    except (TypeError, ValueError):
-        return False
-    return len(values) == 4 and all(map(math.isfinite, values)) \
-        and values[2] > 0 and values[3] > 0
-
-
-def _check_detection(i, entry, path):
-    def is_number(v):
-        return isinstance(v, numbers.Real) and not isinstance(v, bool)
-
-    problem = None
-    if not isinstance(entry, dict):
-        problem = 'not an object'
-    else:
-        missing = [k for k in ('image_id', 'category_id', 'bbox', 'score') if k not in entry]
-        bbox = entry.get('bbox')
-        if missing:
-            problem = 'missing ' + ', '.join(missing)
-        elif not isinstance(entry['image_id'], int) or not isinstance(entry['category_id'], int):
-            problem = 'image_id and category_id must be integers'
-        elif not isinstance(bbox, list) or len(bbox) != 4 or not all(map(is_number, bbox)):
-            problem = 'bbox must be 4 numbers [x, y, w, h]'
-        elif not is_number(entry['score']):
-            problem = 'score must be a number'
-    if problem:
-        raise ValueError('{}: detection entry {} is malformed ({}): {:.200}; expected {}'.format(
-            path, i, problem, repr(entry), DETECTION_FORMAT))
 
 
 class COCODataset(JointsDataset):
@@ -190,10 +155,10 @@ class COCODataset(JointsDataset):
         anns = [a for a in self.coco.imgToAnns.get(index, [])
                 if a['category_id'] == PERSON_CATEGORY and not a.get('iscrowd', 0)]
         self._check_keypoint_lengths(anns)
-        bad = [a for a in anns if not _positive_box(a.get('bbox'))]
+        bad = [a for a in anns if not is_positive_box(a.get('bbox'))]
         if bad:
             getattr(self, '_bad_boxes', []).extend(bad)
-            anns = [a for a in anns if _positive_box(a.get('bbox'))]
+            anns = [a for a in anns if is_positive_box(a.get('bbox'))]
         if not anns:
             return []
         x, y, w, h = np.array([a['bbox'] for a in anns], dtype=np.float64).T
@@ -238,30 +203,8 @@ class COCODataset(JointsDataset):
         if not path:
             raise ConfigError('TEST.COCO_BBOX_FILE is empty: validation with detector boxes '
                               'needs a detection file (or set TEST.USE_GT_BBOX true)')
-        if not os.path.isfile(path):
-            raise FileNotFoundError('detection file not found: {} (TEST.COCO_BBOX_FILE: {})'
-                                    .format(path, DETECTION_FORMAT))
-        with open(path) as f:
-            try:
-                detections = json.load(f)
-            except ValueError as e:
-                raise ValueError('{}: not valid json ({})'.format(path, e)) from None
-        if not isinstance(detections, list):
-            raise ValueError('{}: expected {}, got a {}'.format(
-                path, DETECTION_FORMAT, type(detections).__name__))
-        for i, entry in enumerate(detections):
-            _check_detection(i, entry, path)
-
-        bad = [(i, d) for i, d in enumerate(detections) if not _positive_box(d['bbox'])
-               or not math.isfinite(d['score'])]
-        if bad:
-            i, first = bad[0]
-            logger.warning('%s: skipped %d detection entries with a non-finite or non-positive '
-                           'box or score (the first: entry %d, image_id %s, bbox %s, score %s)',
-                           path, len(bad), i, first['image_id'], first['bbox'], first['score'])
-            skip = {id(d) for _, d in bad}
-            detections = [d for d in detections if id(d) not in skip]
-        persons = [d for d in detections if d['category_id'] == PERSON_CATEGORY]
+        detections = read_person_detections(path, 'TEST.COCO_BBOX_FILE')
+        persons = detections.persons
         known = [d for d in persons if d['image_id'] in self.coco.imgs]
         if len(known) < len(persons):
             logger.warning('%s: skipped %d person boxes of images not in %s', path,
@@ -272,7 +215,7 @@ class COCODataset(JointsDataset):
             raise ValueError(
                 '{}: no person boxes (category_id 1) with score >= TEST.IMAGE_THRE={} on the '
                 'images of {} ({} entries in the file); nothing to evaluate'.format(
-                    path, self.image_thre, self.annotation_file, len(detections)))
+                    path, self.image_thre, self.annotation_file, detections.entries))
         # Boxes of one image adjacent, images in the annotation file's order.
         rank = {index: r for r, index in enumerate(self.image_set_index)}
         kept.sort(key=lambda d: rank[d['image_id']])
