@@ -81,7 +81,8 @@ class CrowdPoseMetric(COCOKeypointMetric):
                                      annotation_file or 'annotations')
 
     def summarize(self, detections):
-        coco_eval = keypoint_cocoeval(self.coco, detections, self.sigmas, summary=logging.INFO)
+        # pycocotools' printout (in the debug log) also has area ranges CrowdPose does not use
+        coco_eval = keypoint_cocoeval(self.coco, detections, self.sigmas)
         values = OrderedDict((name, float(coco_eval.stats[i])) for name, i in COCO_STATS.items())
         for name, ids in self.buckets.items():
             values['AP ' + name] = self.bucket_ap(detections, ids)
