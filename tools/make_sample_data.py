@@ -45,8 +45,8 @@ def parse_args(argv=None):
     parser.add_argument('--jpeg-quality', type=int, default=90, help='JPEG quality, 1-100')
     parser.add_argument('--layout', choices=sorted(SAMPLE_LAYOUTS), default='coco',
                         help="the files' layout: COCO's (default), CrowdPose's (splits "
-                             "trainval and test) or OCHuman's (val and test: --train-images gives val's "
-                             "count, --val-images test's)")
+                             "trainval and test) or OCHuman's (val and test: --train-images "
+                             "gives val's count, --val-images test's)")
     parser.add_argument('--video', metavar='FILE.mp4',
                         help='write a synthetic video (moving figures) instead of the dataset')
     parser.add_argument('--seconds', type=float, default=DEFAULT_SECONDS,

@@ -4,15 +4,16 @@ as the COCO sample, written as those datasets' released files so that
 data.crowdpose and data.ochuman read them as they read the real ones.
 
 CrowdPose (splits trainval and test, the sets experiments/crowdpose trains and
-evaluates on): annotations/crowdpose_<split>.json with 14
-joints (shoulders ... ankles in COCO's order, then the top of the head and the
-neck, drawn points of every figure), no 'area' or 'segmentation' in the
-annotations and a `crowdIndex` per image entry; images/<id>.jpg.
+evaluates on): annotations/crowdpose_<split>.json with 14 joints (shoulders ...
+ankles in COCO's order, then the top of the head and the neck, drawn points of every
+figure), no 'area' or 'segmentation' in the annotations and a `crowdIndex` per image
+entry; images/<id>.jpg.
 
-OCHuman (splits val and test, as experiments/ochuman uses them): annotations/ochuman_coco_format_<split>_range_0.00_1.00.json,
-COCO's 17 joints, image and annotation ids from 1 in each file, 'area' the box's
-area, only the persons with keypoints (as the OCHuman API writes them; its
-segmentations are RLE, polygons here); images/<number>.jpg, distinct across files.
+OCHuman (splits val and test, as experiments/ochuman uses them):
+annotations/ochuman_coco_format_<split>_range_0.00_1.00.json, COCO's 17 joints,
+image and annotation ids from 1 in each file, 'area' the box's area, only the persons
+with keypoints (as the OCHuman API writes them; its segmentations are RLE, polygons
+here); images/<number>.jpg, distinct across the two files.
 """
 import os
 

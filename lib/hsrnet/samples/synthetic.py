@@ -30,6 +30,9 @@ ignore such people. bbox is the tight box of the drawn figure, area its pixel
 count (like COCO's mask area), segmentation its outline polygons. The val
 split also gets a detector-style box file: jittered boxes with high scores,
 low-scored duplicates, a few missed people and low-scored false positives.
+
+`generate(..., layout=...)` writes the same scenes in another dataset's files
+(SampleLayout; CrowdPose's and OCHuman's in samples.crowd_layouts).
 """
 import json
 import logging
@@ -39,8 +42,8 @@ import cv2
 import numpy as np
 
 from hsrnet.samples.figures import (JOINT_OWNS_PART, KEYPOINT_NAMES, PARTS_PER_PERSON,
-                                    POINT_NAMES, SUBPIXEL_BITS, Body, Person, PersonPainter, Placement,
-                                    background, fixed, hsv_to_bgr, rot)
+                                    POINT_NAMES, SUBPIXEL_BITS, Body, Person, PersonPainter,
+                                    Placement, background, fixed, hsv_to_bgr, rot)
 
 logger = logging.getLogger(__name__)
 

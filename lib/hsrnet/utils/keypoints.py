@@ -1,7 +1,7 @@
 """Keypoint sets: joint names, left/right flip pairs, OKS sigmas and skeleton.
 
-COCO's 17 (OCHuman's too), MPII's 16 and CrowdPose's 14 joints are defined here once; a COCO-format dataset
-with its own joints declares them in the yaml (DATASET.FLIP_PAIRS,
+COCO's 17 (OCHuman's too), MPII's 16 and CrowdPose's 14 joints are defined here
+once; a COCO-format dataset with its own joints declares them in the yaml (DATASET.FLIP_PAIRS,
 DATASET.OKS_SIGMAS, DATASET.SKELETON with MODEL.NUM_JOINTS) and
 hsrnet.data.keypoint_layout builds and checks an experiment's layout.
 """
