@@ -93,7 +93,8 @@ def test_public_names_and_build_dataset(tmp_path):
                                                      None)
     assert isinstance(by_name, COCODataset) and len(by_name) == 12
     cfg.DATASET.DATASET = 'lsp'
-    with pytest.raises(ConfigError, match=r"unknown DATASET.DATASET 'lsp'.*coco, mpii"):
+    with pytest.raises(ConfigError,
+                       match=r"unknown DATASET.DATASET 'lsp'.*coco, crowdpose, mpii, ochuman"):
         build_dataset(cfg, 'val2017', False)
     cfg = coco_config(COCO_SAMPLE, 'MODEL.NUM_JOINTS', '16')
     with pytest.raises(ConfigError, match='MODEL.NUM_JOINTS is 16.*17 joints'):

@@ -216,9 +216,11 @@ def test_all_experiments_are_there():
     speed = {n for n in names if n.endswith('_gpu_speed.yaml')}   # new: speed variants
     assert speed == {'coco/hsrnet59/256x192_d256x3_adam_lr1e-3_gpu_speed.yaml'}
     names -= speed
-    assert len(names) == 24
+    assert len(names) == 26
     assert 'coco/hsr-msnet161/384x288_d256x3_adam_lr1e-3.yaml' in names
     assert 'mpii/resnet152/384x384_d256x3_adam_lr1e-3.yaml' in names
+    assert {'crowdpose/hsrnet59/256x192_d256x3_adam_lr1e-3.yaml',
+            'ochuman/hsrnet59/256x192_d256x3_adam_lr1e-3.yaml'} <= names
 
 
 @pytest.mark.parametrize('path', YAMLS, ids=lambda p: os.path.relpath(p, EXPERIMENTS))
@@ -231,7 +233,7 @@ def test_experiment_yaml_is_consistent(path):
     assert cfg.MODEL.IMAGE_SIZE == [width, height]
     assert extra.HEATMAP_SIZE == [width // 4, height // 4]
     assert extra.SIGMA == (2 if height == 256 else 3)
-    assert cfg.MODEL.NUM_JOINTS == {'coco': 17, 'mpii': 16}[dataset]
+    assert cfg.MODEL.NUM_JOINTS == {'coco': 17, 'mpii': 16, 'crowdpose': 14, 'ochuman': 17}[dataset]
     name, depth = NETWORKS[folder]
     assert (cfg.MODEL.NAME, extra.NUM_LAYERS) == (name, depth)
     assert extra.NUM_DECONV_LAYERS == (3 if name == 'pose_resnet' else 2)

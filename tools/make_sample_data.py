@@ -2,6 +2,7 @@
 
     python tools/make_sample_data.py [--out data/sample] [--seed 0]
                                      [--train-images N] [--val-images N]
+                                     [--layout coco|crowdpose|ochuman]
     python tools/make_sample_data.py --video data/sample/video.mp4 [--seconds 3] [--fps 10]
 
 Writes annotations/person_keypoints_{train,val}2017.json,
@@ -9,7 +10,11 @@ images/{train2017,val2017}/<12-digit id>.jpg and
 person_detection_results/COCO_val2017_detections_AP_H_56_person.json under
 --out, so a COCO experiment yaml trains on it with `DATASET.ROOT <out>`.
 The same arguments always give the same bytes. See lib/hsrnet/samples/synthetic.py
-for what the images show.
+for what the images show. --layout crowdpose / ochuman writes the same scenes as
+those datasets' files instead (annotations/crowdpose_{trainval,test}.json with 14 joints
+and a crowd index per image, or annotations/ochuman_coco_format_{val,test}_range_0.00_1.00.json;
+images/<file_name>; no detector boxes; lib/hsrnet/samples/crowd_layouts.py), for
+experiments/crowdpose and experiments/ochuman.
 
 With --video FILE.mp4 it writes instead a short video of moving figures (and
 FILE_boxes.json, their boxes per frame) for the video path and the tracker:
@@ -22,6 +27,7 @@ import time
 
 import _paths  # noqa: F401,E402  (first: this clone's lib/ on sys.path)
 
+from hsrnet.samples.crowd_layouts import SAMPLE_LAYOUTS  # noqa: E402
 from hsrnet.samples.synthetic import (DEFAULT_TRAIN_IMAGES, DEFAULT_VAL_IMAGES,  # noqa: E402
                                generate)
 from hsrnet.samples.synthetic_video import (DEFAULT_FIGURES, DEFAULT_FPS, DEFAULT_SECONDS,  # noqa: E402
@@ -37,6 +43,10 @@ def parse_args(argv=None):
     parser.add_argument('--val-images', type=int, default=DEFAULT_VAL_IMAGES,
                         help='number of validation images')
     parser.add_argument('--jpeg-quality', type=int, default=90, help='JPEG quality, 1-100')
+    parser.add_argument('--layout', choices=sorted(SAMPLE_LAYOUTS), default='coco',
+                        help="the files' layout: COCO's (default), CrowdPose's (splits "
+                             "trainval and test) or OCHuman's (val and test: --train-images "
+                             "gives val's count, --val-images test's)")
     parser.add_argument('--video', metavar='FILE.mp4',
                         help='write a synthetic video (moving figures) instead of the dataset')
     parser.add_argument('--seconds', type=float, default=DEFAULT_SECONDS,
@@ -65,7 +75,8 @@ def main(argv=None):
         return 0
     try:
         summary = generate(args.out, seed=args.seed, train_images=args.train_images,
-                           val_images=args.val_images, jpeg_quality=args.jpeg_quality)
+                           val_images=args.val_images, jpeg_quality=args.jpeg_quality,
+                           layout=SAMPLE_LAYOUTS[args.layout]())
     except (ValueError, OSError) as err:
         print('make_sample_data: error: {}'.format(err), file=sys.stderr)
         return 2

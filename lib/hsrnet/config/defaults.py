@@ -145,7 +145,7 @@ def _build_defaults():
             # probability PROB_HALF_BODY a person with more than NUM_JOINTS_HALF_BODY
             # visible joints is cropped around its upper or lower body's visible
             # joints; UPPER_BODY_IDS: that body's joints, for a dataset with its own
-            # (COCO's and MPII's are built in)
+            # (COCO's, MPII's and CrowdPose's are built in)
             HALF_BODY=False,
             PROB_HALF_BODY=0.3,
             NUM_JOINTS_HALF_BODY=8,

@@ -1,5 +1,5 @@
-"""Keypoint datasets and what feeds them to a model: the COCO and MPII datasets
-(one registry, DATASETS, that the config checks and the estimator read too),
+"""Keypoint datasets and what feeds them to a model: the COCO, MPII, CrowdPose and
+OCHuman datasets (one registry, DATASETS, that the config checks and the estimator read too),
 loaders and samplers, and the batching on the device. Build one with
 `build_dataset(cfg, image_set, is_train)`."""
 from hsrnet.utils.errors import ConfigError, DataError, ImageNotFoundError
@@ -7,10 +7,13 @@ from hsrnet.utils.errors import ConfigError, DataError, ImageNotFoundError
 from .joints_dataset import JointsDataset
 from .layouts import keypoint_layout
 from .samplers import ImageGroupedSampler
-from .coco import COCODataset
+from .coco import COCODataset, COCOFormatDataset
+from .crowdpose import CrowdPoseDataset
 from .mpii import MPIIDataset
+from .ochuman import OCHumanDataset
 
-DATASETS = {'coco': COCODataset, 'mpii': MPIIDataset}
+DATASETS = {'coco': COCODataset, 'mpii': MPIIDataset, 'crowdpose': CrowdPoseDataset,
+            'ochuman': OCHumanDataset}
 
 
 def build_dataset(cfg, image_set, is_train, transform=None, codec=None):
@@ -30,6 +33,8 @@ def experiment_keypoints(cfg):
     return keypoint_layout(cfg, dataset.native_keypoints, dataset.custom_keypoints)
 
 
-__all__ = ['experiment_keypoints', 'keypoint_layout', 'COCODataset', 'MPIIDataset', 'JointsDataset', 'ImageGroupedSampler',
+__all__ = ['experiment_keypoints', 'keypoint_layout', 'COCODataset', 'MPIIDataset',
+           'COCOFormatDataset', 'CrowdPoseDataset', 'OCHumanDataset', 'JointsDataset',
+           'ImageGroupedSampler',
            'DataError', 'ImageNotFoundError',
            'DATASETS', 'build_dataset']

@@ -1,4 +1,6 @@
 """COCO person keypoints: ground-truth or detector boxes; COCO evaluation (evaluation.coco).
+COCOFormatDataset: the base of the datasets released as COCO-format files
+(data.crowdpose, data.ochuman).
 
 Layout under DATASET.ROOT:
     annotations/person_keypoints_<set>.json   (test sets: image_info_<set>.json)
@@ -46,6 +48,8 @@ class COCODataset(JointsDataset):
     num_joints = COCO_KEYPOINTS.num_joints
     flip_pairs = [list(pair) for pair in COCO_KEYPOINTS.flip_pairs]
     image_layout = '<ROOT>/images/<set>/<image_id:012d>.jpg'
+    annotation_layout = '<ROOT>/annotations/person_keypoints_<set>.json'
+    title = 'COCO'
 
     def __init__(self, cfg, root, image_set, is_train, transform=None, codec=None):
         super().__init__(cfg, root, image_set, is_train, transform, codec)
@@ -76,18 +80,23 @@ class COCODataset(JointsDataset):
 
     # -- loading ---------------------------------------------------------------
 
-    def _find_annotation_file(self):
+    def annotation_names(self):
+        """The files under <ROOT>/annotations that may hold the set's annotations,
+        the first found is read."""
         names = ['person_keypoints_{}.json'.format(self.image_set)]
         if 'test' in self.image_set:  # test-dev / test: image info only
             names.append('image_info_{}.json'.format(self.image_set))
-        paths = [os.path.join(self.root, 'annotations', n) for n in names]
+        return names
+
+    def _find_annotation_file(self):
+        paths = [os.path.join(self.root, 'annotations', n) for n in self.annotation_names()]
         for path in paths:
             if os.path.isfile(path):
                 return path
         raise FileNotFoundError(
-            'COCO annotation file not found: {} (expected layout '
-            '<ROOT>/annotations/person_keypoints_<set>.json with DATASET.ROOT={!r}, '
-            'set {!r})'.format(' or '.join(paths), self.root, self.image_set))
+            '{} annotation file not found: {} (expected layout {} with DATASET.ROOT={!r}, '
+            'set {!r})'.format(self.title, ' or '.join(paths), self.annotation_layout,
+                               self.root, self.image_set))
 
     @staticmethod
     def _load_coco(path):
@@ -256,3 +265,29 @@ class COCODataset(JointsDataset):
         return COCOKeypointMetric(self.coco, self._image_id_of_path, self.image_set,
                                   self.oks_thre, self.in_vis_thre, sigmas=self.keypoints.sigmas,
                                   annotation_file=self.annotation_file)
+
+
+class COCOFormatDataset(COCODataset):
+    """A dataset released as COCO-format keypoint files (CrowdPose, OCHuman):
+    <ROOT>/annotations/<annotation_pattern with the set>, the images at
+    <ROOT>/images/<file_name of the image entry>, the dataset's own keypoints
+    (`native_keypoints`, no yaml-declared joints). Ground-truth or detector boxes
+    and the metric as COCODataset."""
+
+    custom_keypoints = False
+    annotation_pattern = '{}.json'   # the file name of a set, '{}' the set's name
+    image_layout = '<ROOT>/images/<file_name>'
+
+    @property
+    def annotation_layout(self):
+        return '<ROOT>/annotations/' + self.annotation_pattern.format('<set>')
+
+    def annotation_names(self):
+        return [self.annotation_pattern.format(self.image_set)]
+
+    def image_path_from_index(self, index):
+        name = self.coco.imgs[index].get('file_name')
+        if not isinstance(name, str) or not name:
+            raise DataError('{}: image {} has no "file_name" (images are read from {})'.format(
+                self.annotation_file, index, self.image_layout))
+        return os.path.join(self.root, 'images', name)

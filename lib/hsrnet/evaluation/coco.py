@@ -70,6 +70,9 @@ class COCOKeypointMetric:
     sigmas: the per-joint OKS constants (None: COCO's 17).
     """
 
+    stats_names = STATS_NAMES
+    title = 'COCO keypoints'
+
     def __init__(self, coco, image_ids, image_set, oks_thre, in_vis_thre, sigmas=None,
                  annotation_file=''):
         self.coco = coco
@@ -119,21 +122,38 @@ class COCOKeypointMetric:
                         self.annotation_file)
             return {'Null': 0}, 0
         name_values = self.score(results)
-        logger.info('COCO keypoints, %s:\n%s', self.image_set, format_name_values(name_values))
+        logger.info('%s, %s:\n%s', self.title, self.image_set, format_name_values(name_values))
         return name_values, name_values['AP']
 
     def score(self, results):
-        """COCOeval of results records -> OrderedDict of STATS_NAMES."""
+        """COCOeval of results records -> OrderedDict of `stats_names`."""
         if not results:
             logger.warning('no predictions to evaluate; every metric is 0')
-            return OrderedDict((name, 0.0) for name in STATS_NAMES)
+            return OrderedDict((name, 0.0) for name in self.stats_names)
         with stdout_to_log(logging.DEBUG):
             detections = self.coco.loadRes(results)
-            coco_eval = COCOeval(self.coco, detections, 'keypoints')
-            if self.sigmas is not None:
-                coco_eval.params.kpt_oks_sigmas = self.sigmas
-            coco_eval.evaluate()
-            coco_eval.accumulate()
-        with stdout_to_log(logging.INFO):
-            coco_eval.summarize()
-        return OrderedDict(zip(STATS_NAMES, (float(v) for v in coco_eval.stats)))
+        return self.summarize(detections)
+
+    def summarize(self, detections):
+        """The named numbers of loaded detections (COCO's ten)."""
+        coco_eval = keypoint_cocoeval(self.coco, detections, self.sigmas, summary=logging.INFO)
+        return OrderedDict(zip(self.stats_names, (float(v) for v in coco_eval.stats)))
+
+
+def keypoint_cocoeval(coco, detections, sigmas=None, image_ids=None, summary=logging.DEBUG):
+    """pycocotools' keypoint COCOeval of `detections` (coco.loadRes) against `coco`,
+    evaluated, accumulated and summarised (its `stats`: AP, AP .5, AP .75, AP (M),
+    AP (L), AR, ... at maxDets 20): with the per-joint OKS `sigmas` (None: COCO's),
+    on the images `image_ids` only when given. Its printout goes to the log, the
+    summary table at level `summary`."""
+    with stdout_to_log(logging.DEBUG):
+        coco_eval = COCOeval(coco, detections, 'keypoints')
+        if sigmas is not None:
+            coco_eval.params.kpt_oks_sigmas = np.asarray(sigmas, dtype=np.float64)
+        if image_ids is not None:
+            coco_eval.params.imgIds = sorted(image_ids)
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+    with stdout_to_log(summary):
+        coco_eval.summarize()
+    return coco_eval

@@ -27,9 +27,19 @@ JOINT_PARTS = [('nose',), ('l_eye',), ('r_eye',), ('l_ear',), ('r_ear',),
                ('l_thigh', 'l_shin'), ('r_thigh', 'r_shin'),
                ('l_shin', 'l_foot'), ('r_shin', 'r_foot')]
 POINT_NAMES = [n.replace('left_', 'l_').replace('right_', 'r_') for n in KEYPOINT_NAMES]
-JOINT_OWNS_PART = np.zeros((len(KEYPOINT_NAMES), PARTS_PER_PERSON), bool)
-for _joint, _parts in enumerate(JOINT_PARTS):
-    JOINT_OWNS_PART[_joint, [P[p] for p in _parts]] = True
+# Two more points of every body (CrowdPose's head and neck) and their own parts.
+EXTRA_POINT_PARTS = {'head_top': ('head',), 'neck_base': ('neck', 'torso')}
+
+
+def joint_owns_part(joint_parts):
+    """(J, PARTS_PER_PERSON) bool: for each joint (a tuple of part names) its own parts."""
+    owns = np.zeros((len(joint_parts), PARTS_PER_PERSON), bool)
+    for joint, parts in enumerate(joint_parts):
+        owns[joint, [P[p] for p in parts]] = True
+    return owns
+
+
+JOINT_OWNS_PART = joint_owns_part(JOINT_PARTS)
 
 # The side colour code (RGB): warm hues on the left, cool hues on the right.
 SIDE_RGB = {
@@ -49,7 +59,8 @@ SUBPIXEL = 1 << SUBPIXEL_BITS
 
 @dataclass
 class Person:
-    """One drawn person: joints (17, 2) in image pixels, its mask (all of its
+    """One drawn person: joints (J, 2) in image pixels (COCO's 17 unless a sample
+    layout names others), its mask (all of its
     pixels, hidden ones too), and whether it is a small, distant person whose
     keypoints are never annotated."""
     joints: np.ndarray
@@ -118,6 +129,8 @@ class Body:
 
         pts['neck'] = np.array([[0.0, shoulder_y + 0.02], head_c])
         pts['head'] = head_c
+        pts['head_top'] = on_head(0.0, -0.85)       # inside the head, near its top
+        pts['neck_base'] = np.array([0.0, shoulder_y])
         pts['nose'] = on_head(1.3 * turn, 0.28)
         for side, sign in (('l', 1.0), ('r', -1.0)):
             pts[side + '_eye'] = on_head(sign * 0.36 + turn, -0.1)
@@ -159,8 +172,9 @@ class Body:
         """Limbs pointing toward the camera look shorter, now and then."""
         return rng.uniform(0.6, 1.0) if rng.random() < 0.25 else 1.0
 
-    def joints(self):
-        return np.stack([self.points[name] for name in POINT_NAMES])
+    def joints(self, names=POINT_NAMES):
+        """The named points (COCO's 17 joints by default), (J, 2)."""
+        return np.stack([self.points[name] for name in names])
 
     def extent_points(self):
         """Points whose bounding box roughly covers the drawn figure."""

@@ -30,6 +30,9 @@ ignore such people. bbox is the tight box of the drawn figure, area its pixel
 count (like COCO's mask area), segmentation its outline polygons. The val
 split also gets a detector-style box file: jittered boxes with high scores,
 low-scored duplicates, a few missed people and low-scored false positives.
+
+`generate(..., layout=...)` writes the same scenes in another dataset's files
+(SampleLayout; CrowdPose's and OCHuman's in samples.crowd_layouts).
 """
 import json
 import logging
@@ -39,8 +42,8 @@ import cv2
 import numpy as np
 
 from hsrnet.samples.figures import (JOINT_OWNS_PART, KEYPOINT_NAMES, PARTS_PER_PERSON,
-                                    SUBPIXEL_BITS, Body, Person, PersonPainter, Placement,
-                                    background, fixed, hsv_to_bgr, rot)
+                                    POINT_NAMES, SUBPIXEL_BITS, Body, Person, PersonPainter,
+                                    Placement, background, fixed, hsv_to_bgr, rot)
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +55,6 @@ CATEGORY = {'supercategory': 'person', 'id': 1, 'name': 'person',
             'keypoints': KEYPOINT_NAMES, 'skeleton': SKELETON}
 DETECTION_FILE = 'COCO_val2017_detections_AP_H_56_person.json'
 SPLITS = ('train2017', 'val2017')
-# Image ids and annotation ids: disjoint ranges per split.
-IMAGE_ID_BASE = {'train2017': 100000, 'val2017': 900000}
-ANNOTATION_ID_BASE = {'train2017': 1000000, 'val2017': 9000000}
 DEFAULT_TRAIN_IMAGES = 230
 DEFAULT_VAL_IMAGES = 60
 MIN_LABELLED_JOINTS = 3
@@ -99,7 +99,8 @@ def _occluders(rng, image, labels, people):
     for _ in range(int(rng.integers(1, 3)) if rng.random() < 0.3 else 0):
         person = people[int(rng.integers(len(people)))]
         height = np.ptp(person.joints[:, 1]) + 1.0
-        centre = person.joints[int(rng.integers(17))] + rng.normal(0, 0.06 * height, 2)
+        centre = person.joints[int(rng.integers(len(person.joints)))] \
+            + rng.normal(0, 0.06 * height, 2)
         half = height * rng.uniform(0.06, 0.15, 2)
         corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * half
         box = centre + corners @ rot(rng.uniform(-0.5, 0.5)).T
@@ -109,8 +110,9 @@ def _occluders(rng, image, labels, people):
         cv2.fillConvexPoly(labels, fixed(box), 0, cv2.LINE_8, SUBPIXEL_BITS)
 
 
-def render_scene(rng, width, height):
-    """One image (BGR uint8), its part label map and its people, front last."""
+def render_scene(rng, width, height, point_names=POINT_NAMES):
+    """One image (BGR uint8), its part label map and its people, front last (their
+    joints: the body points `point_names`, COCO's 17 by default)."""
     image = background(rng, width, height)
     labels = np.zeros((height, width), np.uint16)
     taken, people = [], []
@@ -126,7 +128,7 @@ def render_scene(rng, width, height):
         if place is None:
             continue
         mask = PersonPainter(image, labels, len(people), rng).draw(body, place)
-        people.append(Person(place(body.joints()), mask, distant))
+        people.append(Person(place(body.joints(point_names)), mask, distant))
     annotated = [p for p in people if not p.distant]
     if annotated:
         _occluders(rng, image, labels, annotated)
@@ -135,15 +137,17 @@ def render_scene(rng, width, height):
     return image, labels, people
 
 
-def annotate_person(person, person_index, labels, image_id, annotation_id):
-    """The COCO annotation of one drawn person: keypoints [x, y, v] * 17
-    (ints), num_keypoints, bbox, area and segmentation polygons."""
+def annotate_person(person, person_index, labels, image_id, annotation_id,
+                    owns=JOINT_OWNS_PART):
+    """The COCO annotation of one drawn person: keypoints [x, y, v] per joint
+    (ints), num_keypoints, bbox, area and segmentation polygons; `owns` (J, parts)
+    the parts on which each joint counts as visible."""
     height, width = labels.shape
     xy = np.rint(person.joints).astype(np.int64)
     inside = (xy[:, 0] >= 0) & (xy[:, 0] < width) & (xy[:, 1] >= 0) & (xy[:, 1] < height)
     xs, ys = np.clip(xy[:, 0], 0, width - 1), np.clip(xy[:, 1], 0, height - 1)
     top = labels[ys, xs].astype(np.int64) - 1
-    own_part = JOINT_OWNS_PART[np.arange(len(xy)), np.maximum(top, 0) % PARTS_PER_PERSON]
+    own_part = owns[np.arange(len(xy)), np.maximum(top, 0) % PARTS_PER_PERSON]
     visible = (top >= 0) & (top // PARTS_PER_PERSON == person_index) & own_part
     flags = np.where(inside, np.where(visible, 2, 1), 0)
     if person.distant or np.count_nonzero(flags) < MIN_LABELLED_JOINTS:
@@ -207,59 +211,107 @@ def _write_json(path, obj):
         json.dump(obj, f, separators=(',', ':'))
 
 
-def generate(out_dir, seed=0, train_images=DEFAULT_TRAIN_IMAGES,
-             val_images=DEFAULT_VAL_IMAGES, jpeg_quality=90):
-    """Write the dataset under `out_dir` in COCO's layout and return counts
-    {split: {'images', 'persons', 'ignored'}} (persons with keypoints, people
-    without). Same arguments, same bytes."""
-    for name, value, low, high in (('seed', seed, 0, None),
-                                   ('train_images', train_images, 1, None),
-                                   ('val_images', val_images, 1, None),
-                                   ('jpeg_quality', jpeg_quality, 1, 100)):
+class SampleLayout:
+    """How `generate` lays out its two splits: COCO's files (this class; the
+    CrowdPose and OCHuman layouts of samples.crowd_layouts change some of it).
+    Paths are relative to the output folder; the hooks `annotation` (None: leave it
+    out) and `image_entry` may edit an image's records before they are written."""
+
+    name = 'coco'
+    splits = SPLITS
+    point_names = POINT_NAMES          # the body points annotated, in order
+    joint_owns_part = JOINT_OWNS_PART  # the parts on which each counts as visible
+    category = CATEGORY
+    detection_file = os.path.join('person_detection_results', DETECTION_FILE)  # or None
+    image_id_base = (100000, 900000)             # per split: ids disjoint
+    annotation_id_base = (1000000, 9000000)
+
+    def image_dir(self, split):
+        return os.path.join('images', split)
+
+    def annotation_file(self, split):
+        return os.path.join('annotations', 'person_keypoints_%s.json' % split)
+
+    def file_name(self, split_index, i, image_id):
+        return '{:012d}.jpg'.format(image_id)
+
+    def annotation(self, ann):
+        return ann
+
+    def image_entry(self, image, annotations):
+        return image
+
+    def document(self, seed, images, annotations):
+        return {'info': _info(seed),
+                'licenses': [{'url': '', 'id': 1, 'name': 'Synthetic, free to use'}],
+                'images': images, 'annotations': annotations, 'categories': [self.category]}
+
+
+def _check_arguments(**arguments):
+    for name, value in arguments.items():
+        low, high = (1, 100) if name == 'jpeg_quality' else (0 if name == 'seed' else 1, None)
         if (not isinstance(value, (int, np.integer)) or isinstance(value, bool)
                 or value < low or (high is not None and value > high)):
             raise ValueError('{} must be an integer in [{}, {}], got {!r}'.format(
                 name, low, high or 'inf', value))
-    for sub in ['annotations', 'person_detection_results'] + ['images/' + s for s in SPLITS]:
+
+
+def generate(out_dir, seed=0, train_images=DEFAULT_TRAIN_IMAGES,
+             val_images=DEFAULT_VAL_IMAGES, jpeg_quality=90, layout=None):
+    """Write the dataset under `out_dir` in COCO's layout (or `layout`'s, a
+    SampleLayout: its two splits get train_images and val_images images) and
+    return counts {split: {'images', 'persons', 'ignored'}} (persons with
+    keypoints, people without). Same arguments, same bytes."""
+    _check_arguments(seed=seed, train_images=train_images, val_images=val_images,
+                     jpeg_quality=jpeg_quality)
+    layout = layout or SampleLayout()
+    subs = [os.path.dirname(layout.annotation_file(s)) for s in layout.splits] + \
+        [layout.image_dir(s) for s in layout.splits] + \
+        ([os.path.dirname(layout.detection_file)] if layout.detection_file else [])
+    for sub in subs:
         os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
     summary = {}
-    for split_index, (split, n_images) in enumerate(zip(SPLITS, (train_images, val_images))):
-        summary[split] = _write_split(out_dir, split, split_index, n_images, seed, jpeg_quality)
+    for split_index, (split, n_images) in enumerate(zip(layout.splits,
+                                                        (train_images, val_images))):
+        summary[split] = _write_split(out_dir, layout, split_index, n_images, seed,
+                                      jpeg_quality)
         logger.info('%s: %d images, %d persons with keypoints, %d without', split,
                     summary[split]['images'], summary[split]['persons'],
                     summary[split]['ignored'])
     return summary
 
 
-def _write_split(out_dir, split, split_index, n_images, seed, jpeg_quality):
+def _write_split(out_dir, layout, split_index, n_images, seed, jpeg_quality):
+    split = layout.splits[split_index]
+    last = split_index == len(layout.splits) - 1
     images, annotations, detections = [], [], []
+    next_id = layout.annotation_id_base[split_index]
     for i in range(n_images):
         # One generator per image: a split's images do not depend on the other's size.
         rng = np.random.default_rng([seed, split_index, i])
         width, height = (int(v) for v in IMAGE_SIZES[rng.choice(len(IMAGE_SIZES),
                                                                 p=IMAGE_SIZE_P)])
-        image, labels, people = render_scene(rng, width, height)
-        image_id = IMAGE_ID_BASE[split] + i
-        file_name = '{:012d}.jpg'.format(image_id)
+        image, labels, people = render_scene(rng, width, height, layout.point_names)
+        image_id = layout.image_id_base[split_index] + i
+        file_name = layout.file_name(split_index, i, image_id)
         ok, jpeg = cv2.imencode('.jpg', image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
         if not ok:
             raise RuntimeError('JPEG encoding failed for ' + file_name)
-        with open(os.path.join(out_dir, 'images', split, file_name), 'wb') as f:
+        with open(os.path.join(out_dir, layout.image_dir(split), file_name), 'wb') as f:
             f.write(jpeg.tobytes())
-        images.append({'license': 1, 'file_name': file_name, 'height': height,
-                       'width': width, 'id': image_id})
-        image_anns = [annotate_person(person, index, labels, image_id,
-                                      ANNOTATION_ID_BASE[split] + len(annotations) + index)
+        image_anns = [annotate_person(person, index, labels, image_id, next_id + index,
+                                      layout.joint_owns_part)
                       for index, person in enumerate(people)]
-        annotations += image_anns
-        if split == 'val2017':
+        next_id += len(people)
+        images.append(layout.image_entry({'license': 1, 'file_name': file_name,
+                                          'height': height, 'width': width, 'id': image_id},
+                                         image_anns))
+        annotations += [a for a in map(layout.annotation, image_anns) if a is not None]
+        if last and layout.detection_file:
             detections += fake_detections(rng, image_id, width, height, image_anns)
-    _write_json(os.path.join(out_dir, 'annotations', 'person_keypoints_%s.json' % split),
-                {'info': _info(seed),
-                 'licenses': [{'url': '', 'id': 1, 'name': 'Synthetic, free to use'}],
-                 'images': images, 'annotations': annotations, 'categories': [CATEGORY]})
-    if split == 'val2017':
-        _write_json(os.path.join(out_dir, 'person_detection_results', DETECTION_FILE),
-                    detections)
+    _write_json(os.path.join(out_dir, layout.annotation_file(split)),
+                layout.document(seed, images, annotations))
+    if last and layout.detection_file:
+        _write_json(os.path.join(out_dir, layout.detection_file), detections)
     persons = sum(a['num_keypoints'] > 0 for a in annotations)
     return {'images': len(images), 'persons': persons, 'ignored': len(annotations) - persons}

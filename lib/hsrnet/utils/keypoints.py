@@ -1,7 +1,7 @@
 """Keypoint sets: joint names, left/right flip pairs, OKS sigmas and skeleton.
 
-COCO's 17 and MPII's 16 joints are defined here once; a COCO-format dataset
-with its own joints declares them in the yaml (DATASET.FLIP_PAIRS,
+COCO's 17 (OCHuman's too), MPII's 16 and CrowdPose's 14 joints are defined here
+once; a COCO-format dataset with its own joints declares them in the yaml (DATASET.FLIP_PAIRS,
 DATASET.OKS_SIGMAS, DATASET.SKELETON with MODEL.NUM_JOINTS) and
 hsrnet.data.keypoint_layout builds and checks an experiment's layout.
 """
@@ -91,3 +91,17 @@ MPII_KEYPOINTS = KeypointLayout(
     skeleton=((0, 1), (1, 2), (2, 6), (3, 6), (3, 4), (4, 5), (6, 7), (7, 8), (8, 9),
               (7, 12), (12, 11), (11, 10), (7, 13), (13, 14), (14, 15)),
     upper_body=(7, 8, 9, 10, 11, 12, 13, 14, 15))   # thorax, neck, head, arms
+
+CROWDPOSE_KEYPOINTS = KeypointLayout(
+    # the order of the released crowdpose_*.json files; 'head' is the top of the head
+    names=('left_shoulder', 'right_shoulder', 'left_elbow', 'right_elbow',
+           'left_wrist', 'right_wrist', 'left_hip', 'right_hip',
+           'left_knee', 'right_knee', 'left_ankle', 'right_ankle', 'head', 'neck'),
+    flip_pairs=((0, 1), (2, 3), (4, 5), (6, 7), (8, 9), (10, 11)),
+    # CrowdPose's OKS constants (crowdposetools/cocoeval.py, computeOks): COCO's
+    # for the limbs, the shoulders' .79 for the head and the neck
+    sigmas=tuple(np.array([.79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87, .89, .89,
+                           .79, .79]) / 10.0),
+    skeleton=((12, 13), (13, 0), (13, 1), (0, 2), (2, 4), (1, 3), (3, 5), (0, 6), (1, 7),
+              (6, 7), (6, 8), (8, 10), (7, 9), (9, 11)),
+    upper_body=(0, 1, 2, 3, 4, 5, 12, 13))   # shoulders, arms, head, neck
