@@ -7,11 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from conftest import ROOT, check_ok, run_script, tiny_opts
+from conftest import ROOT, check_ok, evaluate_targets, run_script, tiny_opts
 from hsrnet import data
 from hsrnet.config import get_default_config, update_config, update_config_from_list
 from hsrnet.evaluation import COCOKeypointMetric, CrowdPoseMetric
-from hsrnet.head.inference import get_final_preds
 from hsrnet.samples.crowd_layouts import CrowdPoseLayout, OCHumanLayout, crowd_index
 from hsrnet.samples.synthetic import generate
 from hsrnet.utils.keypoints import COCO_KEYPOINTS, CROWDPOSE_KEYPOINTS
@@ -128,14 +127,7 @@ def test_oracle_scores_one(name, test_set, joints, crowdpose_sample, ochuman_sam
     root = crowdpose_sample if name == 'crowdpose' else ochuman_sample
     cfg = config(name, root)
     ds = data.build_dataset(cfg, test_set, False)
-    targets = np.stack([ds[i][1].numpy() for i in range(len(ds))])
-    centers = np.stack([r['center'] for r in ds.db])
-    scales = np.stack([r['scale'] for r in ds.db])
-    coords, maxvals = get_final_preds(cfg, targets, centers, scales)
-    boxes = np.concatenate([centers, scales, np.prod(scales * 200, 1)[:, None],
-                            np.ones((len(ds), 1))], axis=1)
-    values, ap = ds.evaluate(cfg, np.concatenate([coords, maxvals], 2), str(tmp_path), boxes,
-                             [r['image'] for r in ds.db])
+    values, ap = evaluate_targets(cfg, ds, tmp_path)
     assert ap >= 0.97
     if name == 'crowdpose':
         assert list(values)[-3:] == ['AP easy', 'AP medium', 'AP hard']

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from hsrnet import data as dataset
-from conftest import DETECTIONS, coco_config, generate_sample
-from hsrnet.head.inference import get_final_preds
+from conftest import DETECTIONS, coco_config, evaluate_targets, generate_sample
 from test_train_valid import check_ok, output_dir_of, run_script, train_args, \
     valid_args
 from hsrnet.utils.errors import ConfigError
@@ -50,14 +49,7 @@ def test_oracle_ap_with_the_declared_sigmas(sample13, tmp_path):
     ds = dataset.build_dataset(cfg, 'val2017', False)
     assert ds.num_joints == 13 and ds.flip_pairs == FLIP_PAIRS
     assert ds.get_metric().sigmas.tolist() == SIGMAS
-    targets = np.stack([ds[i][1].numpy() for i in range(len(ds))])
-    centers = np.stack([r['center'] for r in ds.db])
-    scales = np.stack([r['scale'] for r in ds.db])
-    coords, maxvals = get_final_preds(cfg, targets, centers, scales)
-    boxes = np.concatenate([centers, scales, np.prod(scales * 200, 1)[:, None],
-                            np.ones((len(ds), 1))], axis=1)
-    _, ap = ds.evaluate(cfg, np.concatenate([coords, maxvals], 2), str(tmp_path), boxes,
-                        [r['image'] for r in ds.db])
+    _, ap = evaluate_targets(cfg, ds, tmp_path)
     assert ap >= 0.97
     with open(tmp_path / 'results' / 'keypoints_val2017_results.json') as f:
         assert len(json.load(f)[0]['keypoints']) == 39
