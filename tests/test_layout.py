@@ -154,13 +154,9 @@ def test_tools_put_lib_on_the_path_in_one_place():
             assert {'_paths', 'benchmark', 'benchmarks'} & set(roots[:roots.index('hsrnet')]), path
 
 
-def test_the_original_script_flags_still_parse(monkeypatch):
-    import importlib.util
-    monkeypatch.syspath_prepend(os.path.join(ROOT, 'pose_estimation'))
-    spec = importlib.util.spec_from_file_location(
-        'valid_script', os.path.join(ROOT, 'pose_estimation', 'valid.py'))
-    valid = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(valid)
+def test_the_original_script_flags_still_parse():
+    from conftest import load_script
+    valid = load_script(os.path.join(ROOT, 'pose_estimation', 'valid.py'))
     args = valid.parse_args(['--cfg', 'x.yaml', '--model-file', 'm.pth', '--flip-test',
                              '--use-detect-bbox', '--post-process', '--shift-heatmap',
                              '--frequent', '5', '--gpus', '0', '--workers', '2',

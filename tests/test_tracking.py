@@ -98,15 +98,9 @@ def test_draw_poses_uses_side_colours_and_threshold():
     assert image[5, 50].any()                        # the box
 
 
-def test_make_sample_data_writes_the_video(tmp_path, capsys, monkeypatch):
-    import importlib.util
-    import os
-    from conftest import ROOT
-    monkeypatch.syspath_prepend(os.path.join(ROOT, 'tools'))   # its _paths
-    spec = importlib.util.spec_from_file_location(
-        'make_sample_data', os.path.join(ROOT, 'tools', 'make_sample_data.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+def test_make_sample_data_writes_the_video(tmp_path, capsys):
+    from conftest import load_tool
+    tool = load_tool('make_sample_data')
     out = tmp_path / 'sub' / 'clip.mp4'
     assert tool.main(['--video', str(out), '--seconds', '0.4', '--fps', '5']) == 0
     assert out.is_file() and (tmp_path / 'sub' / 'clip_boxes.json').is_file()

@@ -130,3 +130,20 @@ def test_one_box_points_are_the_array_codes_bit_for_bit():
         array = _point_pairs(center, scale, rot, size, shift)
         for a, b in zip(one, array):
             assert a.dtype == b.dtype == np.float32 and np.array_equal(a, b), (i, a, b)
+
+
+def test_normalize_pixels_is_the_originals_arithmetic_bit_for_bit():
+    """The table lookup gives, for every uint8 value of every channel, what
+    ToTensor (/255) + Normalize (- mean, / std) give in float32; a mirrored
+    (non-contiguous) crop too."""
+    from hsrnet.utils.transforms import PIXEL_MEAN, PIXEL_STD_DEV, normalize_pixels
+    values = np.arange(256, dtype=np.uint8)
+    crop = np.stack([values, np.roll(values, 85), np.roll(values, 170)], -1).reshape(16, 16, 3)
+    for image in (crop, crop[:, ::-1]):
+        expected = image.transpose(2, 0, 1).astype(np.float32)
+        expected /= 255
+        expected -= PIXEL_MEAN[:, None, None]
+        expected /= PIXEL_STD_DEV[:, None, None]
+        got = normalize_pixels(image)
+        assert got.dtype == np.float32 and got.shape == (3, 16, 16) and got.flags.c_contiguous
+        assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))

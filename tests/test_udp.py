@@ -1,6 +1,5 @@
 """UDP (MODEL.UDP, Huang et al. CVPR 2020): crops, targets, decoding and the flip
 test in unbiased coordinates, and nothing changed with it off."""
-import importlib.util
 import os
 
 import cv2
@@ -8,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, coco_config
+from conftest import ROOT, coco_config, load_tool
 from hsrnet.config import ConfigError, check_config, get_default_config, update_config_from_list
 from hsrnet.data import build_dataset
 from hsrnet.engine.heatmap_cache import load_heatmaps, save_heatmaps
@@ -236,10 +235,7 @@ def test_check_config_udp_needs_two_heatmap_pixels():
 def test_saved_heatmaps_remember_udp(tmp_path):
     """redecode refuses to decode a UDP run's heatmaps without UDP; files saved
     before the key existed count as UDP off."""
-    spec = importlib.util.spec_from_file_location('redecode_tool',
-                                                  os.path.join(ROOT, 'tools', 'redecode.py'))
-    redecode = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(redecode)
+    redecode = load_tool('redecode')
     cfg = get_default_config()
     update_config_from_list(['MODEL.UDP', 'true', 'MODEL.NUM_JOINTS', '17',
                              'MODEL.IMAGE_SIZE', '[48, 64]', 'MODEL.EXTRA.HEATMAP_SIZE',

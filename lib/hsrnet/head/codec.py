@@ -211,7 +211,7 @@ class HeatmapCodec:
             gx = np.where(np.abs(dx) <= radius, np.exp(-dx ** 2 / (2 * self.sigma ** 2)), 0)
             gy = np.where(np.abs(dy) <= radius, np.exp(-dy ** 2 / (2 * self.sigma ** 2)), 0)
         gx *= (target_weight > 0.5)[..., None]
-        target = (gy[..., :, None] * gx[..., None, :]).astype(np.float32)
+        target = (gy[..., :, None] * gx[..., None, :]).astype(np.float32, copy=False)
         return target, target_weight[..., None]
 
     def encode_torch(self, joints, joints_vis):
