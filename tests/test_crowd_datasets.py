@@ -2,6 +2,7 @@
 layouts (samples.crowd_layouts): the files, the datasets reading them, the oracle's
 AP, and each experiment yaml trained and validated end to end."""
 import json
+import re
 import os
 
 import numpy as np
@@ -157,3 +158,20 @@ def test_experiment_trains_and_validates(name, crowdpose_sample, ochuman_sample,
         results = json.load(f)
     joints = 14 if name == 'crowdpose' else 17
     assert results and all(len(r['keypoints']) == 3 * joints for r in results)
+
+
+@pytest.mark.parametrize('file_name', ['../../../../etc/passwd', '/etc/passwd', ''])
+def test_image_names_that_leave_the_images_folder_are_refused(ochuman_sample, tmp_path,
+                                                               file_name):
+    """A "file_name" of an annotation file never reaches outside <ROOT>/images."""
+    import shutil
+    from hsrnet.utils.errors import DataError
+    root = tmp_path / 'ochuman'
+    shutil.copytree(os.path.join(ochuman_sample, 'annotations'), root / 'annotations')
+    path = root / OCHUMAN_FILE.format('test')
+    doc = json.loads(path.read_text())
+    doc['images'][1]['file_name'] = file_name
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match=r'{}: image {} needs a "file_name" inside the images '
+                                        r'folder'.format(re.escape(str(path)), doc['images'][1]['id'])):
+        data.build_dataset(config('ochuman', str(root)), 'test', False)

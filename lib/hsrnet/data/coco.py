@@ -17,6 +17,7 @@ from pycocotools.coco import COCO
 
 from hsrnet.evaluation.coco import PERSON_CATEGORY, COCOKeypointMetric, stdout_to_log
 from hsrnet.utils.errors import ConfigError, DataError
+from hsrnet.utils.fileio import inside_folder
 from hsrnet.utils.keypoints import COCO_KEYPOINTS
 
 from .detections import is_positive_box, read_person_detections
@@ -287,7 +288,8 @@ class COCOFormatDataset(COCODataset):
 
     def image_path_from_index(self, index):
         name = self.coco.imgs[index].get('file_name')
-        if not isinstance(name, str) or not name:
-            raise DataError('{}: image {} has no "file_name" (images are read from {})'.format(
-                self.annotation_file, index, self.image_layout))
+        if not isinstance(name, str) or not inside_folder(name):
+            raise DataError('{}: image {} needs a "file_name" inside the images folder '
+                            '(images are read from {}), got {!r}'.format(
+                                self.annotation_file, index, self.image_layout, name))
         return os.path.join(self.root, 'images', name)

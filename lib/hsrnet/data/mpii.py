@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from hsrnet.evaluation.mpii import PCKhMetric
+from hsrnet.utils.fileio import inside_folder
 from hsrnet.utils.keypoints import MPII_KEYPOINTS
 
 from .joints_dataset import JointsDataset
@@ -21,13 +22,6 @@ logger = logging.getLogger(__name__)
 
 ANNOTATION_FORMAT = ('a list of {"image": file name, "center": [x, y], "scale": s, '
                      '"joints": 16 x [x, y], "joints_vis": 16 x v}')
-
-
-def inside_folder(relative):
-    """Whether the relative path `relative`, joined to a folder, stays inside it
-    (no absolute path, no '..' that climbs out; symbolic links are the user's own)."""
-    norm = os.path.normpath(relative) if relative else '.'
-    return not os.path.isabs(relative) and norm != '.' and norm.split(os.sep)[0] != os.pardir
 
 
 class MPIIDataset(JointsDataset):

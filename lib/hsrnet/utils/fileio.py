@@ -22,6 +22,14 @@ logger = logging.getLogger(__name__)
 TEMP_PATTERN = re.compile(r'^\..+\.[0-9a-f]{8}\.tmp$')
 
 
+def inside_folder(relative):
+    """Whether the relative path `relative` (a name read from an annotation file),
+    joined to a folder, stays inside it: no absolute path, no '..' that climbs out
+    (symbolic links are the user's own)."""
+    norm = os.path.normpath(relative) if relative else '.'
+    return not os.path.isabs(relative) and norm != '.' and norm.split(os.sep)[0] != os.pardir
+
+
 def temp_path_for(path):
     """`dir/.name.<8 hex>.tmp` beside `path` (what remove_stale_temp_files knows)."""
     directory = os.path.dirname(os.path.abspath(path))
