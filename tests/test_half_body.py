@@ -23,10 +23,10 @@ def expected_box(rec, draws, upper_ids, aspect_ratio, min_joints):
     """The rule, step by step with python lists. `draws` gives the draws in the
     dataset's order: scale, rotation, flip (the existing augmentation), then the
     half-body ones. Returns (center, scale, branch)."""
-    sf, rf = 0.3, 40.0   # the yaml's SCALE_FACTOR, ROT_FACTOR
+    sf = 0.3   # the yaml's SCALE_FACTOR
     scale_mult = min(max(draws.randn() * sf + 1, 1 - sf), 1 + sf)
     if draws.random() <= 0.6:
-        draws.randn()
+        draws.randn()   # the rotation's draw (its value does not move the box)
     flip = draws.random() <= 0.5
     center, scale, branch = list(rec['center']), list(rec['scale']), 'box'
     vis = [v > 0 for v in rec['joints_3d_vis'][:, 0]]
