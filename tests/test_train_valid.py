@@ -113,8 +113,11 @@ def test_valid_writes_results_and_table(single_valid):
     results, result = single_valid
     assert results and {'image_id', 'category_id', 'keypoints', 'score'} <= set(results[0])
     assert len(results[0]['keypoints']) == 17 * 3
-    # detector boxes: no ground-truth heatmaps, so no loss or heatmap accuracy
+    # detector boxes: no ground-truth heatmaps, so no loss or heatmap accuracy, in the
+    # summary or in the progress lines
     assert '64x48_pose_hsrnet_59_d256d256: loss' not in result.stdout
+    progress = [line for line in result.stdout.splitlines() if ' Test [' in line]
+    assert progress and not any(' loss ' in line or ' acc ' in line for line in progress)
     assert result.stdout.count('| AP | AP .5 | AP .75 |') == 1   # the table, printed once
     ap = float(result.stdout.split('| AP | AP .5')[1].splitlines()[2].split('|')[1])
     with open(os.path.join(os.path.dirname(result.results_file), 'metrics_val2017.json')) as f:

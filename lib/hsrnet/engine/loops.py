@@ -183,6 +183,12 @@ def train_one_epoch(config, train_loader, model, criterion, optimizer, epoch, ou
     return losses.avg, acc.avg
 
 
+def has_ground_truth_heatmaps(val_dataset):
+    """Whether the persons validated are the annotated ones, whose heatmaps give a
+    loss and an accuracy; detector boxes have none to compare with."""
+    return val_dataset.is_train or getattr(val_dataset, 'use_gt_bbox', True)
+
+
 def _collect_predictions(config, val_loader, val_dataset, model, criterion, precision,
                          device, output_dir, heatmap_parts=None, should_stop=None):
     """Run this rank's share of the validation set. Returns a dict of its
@@ -193,6 +199,7 @@ def _collect_predictions(config, val_loader, val_dataset, model, criterion, prec
     flip_pairs = val_dataset.flip_pairs if config.TEST.FLIP_TEST else None
     # the dataset's codec: the run's one (a dataset of users' own may have none)
     codec = getattr(val_dataset, 'codec', None) or HeatmapCodec.from_config(config)
+    has_targets = has_ground_truth_heatmaps(val_dataset)
     indices = []      # dataset indices predicted (those of skipped images are not)
     skipped = 0
     parts = {'keypoints': [], 'centers': [], 'scales': [], 'box_scores': []}
@@ -212,16 +219,16 @@ def _collect_predictions(config, val_loader, val_dataset, model, criterion, prec
             input = precision.prepare_input(input, device)
             output = predict_heatmaps(model, input, flip_pairs,
                                       codec.flip_shift(config.TEST.SHIFT_HEATMAP), precision)
-            target = target.to(device, non_blocking=True)
-            target_weight = target_weight.to(device, non_blocking=True)
-            loss = criterion(output, target, target_weight)
-
             n = input.size(0)
-            losses.update(loss.item(), n)
-            _, avg_acc, cnt, pred = accuracy(output, target)
-            acc.update(avg_acc, cnt)
-
             heatmaps = output.cpu().numpy()
+            if has_targets:
+                target = target.to(device, non_blocking=True)
+                target_weight = target_weight.to(device, non_blocking=True)
+                losses.update(criterion(output, target, target_weight).item(), n)
+                _, avg_acc, cnt, pred = accuracy(output, target)
+                acc.update(avg_acc, cnt)
+            else:   # detector boxes: no ground-truth heatmaps to compare with
+                pred = argmax_coords(heatmaps)[0]
             center, scale = meta['center'].numpy(), meta['scale'].numpy()
             parts['keypoints'].append(decode_keypoints(codec, heatmaps, center, scale))
             parts['centers'].append(center)
@@ -234,8 +241,9 @@ def _collect_predictions(config, val_loader, val_dataset, model, criterion, prec
             batch_time.update(time.time() - end)
             end = time.time()
             if get_rank() == 0 and _is_report_step(i, total, config.PRINT_FREQ):
+                meters = {'loss': losses, 'acc': acc} if has_targets else {}
                 logger.info(progress_line('Test', i + 1, total, batch_time, data_time, n,
-                                          loss=losses, acc=acc))
+                                          **meters))
                 stride = input.size(3) / output.size(3)
                 save_debug_images(config, input, meta, target, pred * stride, output,
                                   os.path.join(output_dir, 'debug', 'val_{}'.format(i)))
@@ -311,9 +319,7 @@ def validate_model(config, val_loader, val_dataset, model, criterion, output_dir
         finally:
             HeatmapParts.remove(heatmap_parts)
         name_values, perf_indicator = val_dataset.get_metric().evaluate(predictions, output_dir)
-        # detector boxes have no ground-truth heatmaps: no loss or accuracy to report
-        has_targets = val_dataset.is_train or getattr(val_dataset, 'use_gt_bbox', True)
-        heatmap_stats = (loss_avg, acc_avg) if has_targets else None
+        heatmap_stats = (loss_avg, acc_avg) if has_ground_truth_heatmaps(val_dataset) else None
         _report(config, val_dataset.image_set, output_dir, writer, epoch, heatmap_stats,
                 {name: float(value) for name, value in name_values.items()}, perf_indicator)
     return broadcast_object(perf_indicator)
