@@ -38,7 +38,26 @@ def test_boxes_file_matches_by_name_then_id(tmp_path):
         boxes.check_inputs([('x.jpg', 8)], 'pictures')
 
 
+def test_boxes_file_skips_unusable_boxes_with_one_warning(tmp_path, caplog):
+    """--boxes gets the detection file's checks: boxes that are not finite or have
+    no area are left out, counted in one warning that names the first."""
+    path = tmp_path / 'boxes.json'
+    path.write_text(json.dumps([
+        {'image_id': 7, 'bbox': [1, 2, 0, 4], 'score': 0.9},          # no width
+        {'image_id': 7, 'bbox': [5, 6, 7, 8], 'score': 0.8},
+        {'image_id': 7, 'bbox': [1, 2, 3, 4], 'score': float('nan')},
+    ]))   # json.dumps writes NaN, as detectors' json often holds
+    with caplog.at_level('WARNING'):
+        boxes = BoxesFile(str(path))
+    np.testing.assert_array_equal(boxes(frame(image_id=7)), [[5, 6, 7, 8, .8]])
+    warned = [r.getMessage() for r in caplog.records if 'skipped' in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith(
+        '{}: skipped 2 detection entries with a non-finite or non-positive box or score '
+        '(the first: entry 0, image 7'.format(path))
+
+
 @pytest.mark.parametrize('content, message', [
+    ('[{"image_id": true, "bbox": [1, 2, 3, 4]}]', 'image_id and category_id must be integers'),
     ('{"a": 1}', 'expected a COCO results list'),
     ('[{"image_id": 1, "bbox": [1, 2]}]', 'entry 0 is malformed'),
     ('[{"bbox": [1, 2, 3, 4]}]', 'entry 0 is malformed'),

@@ -48,8 +48,8 @@ def _entry_problem(entry, strict):
         return 'missing ' + ', '.join(missing)
     if not strict and 'image_id' not in entry and 'file_name' not in entry:
         return 'missing image_id or file_name'
-    if any(key in entry and not isinstance(entry[key], int) or isinstance(entry.get(key), bool)
-           for key in ('image_id', 'category_id')):
+    ids = [entry[key] for key in ('image_id', 'category_id') if key in entry]
+    if any(isinstance(value, bool) or not isinstance(value, int) for value in ids):
         return 'image_id and category_id must be integers'
     bbox = entry['bbox']
     if not isinstance(bbox, list) or len(bbox) != 4 or not all(map(_is_number, bbox)):
