@@ -164,6 +164,7 @@ class PoseEstimator:
         load_pose_checkpoint(model, model_file)
         self.precision = Precision(cfg, self.device)
         self.model = self.precision.prepare_model(model).to(self.device).eval()
+        self.model = self.precision.inference_network(self.model, cfg.MODEL.IMAGE_SIZE)
         self.arch = model.arch
 
     def describe(self):

@@ -162,7 +162,8 @@ def _build_defaults():
         # the compiled model's kernels too when both are on.
         # CPU_MALLOC_CACHE (on: results unchanged): on the CPU, freed memory is kept
         # for the next batch instead of being faulted in again (utils/cpu_memory.py).
-        SPEED=C(FUSED_OPTIMIZER=False, COMPILE=False, CUDA_GRAPHS=False, CPU_MALLOC_CACHE=True),
+        SPEED=C(FUSED_OPTIMIZER=False, COMPILE=False, CUDA_GRAPHS=False, CPU_MALLOC_CACHE=True,
+                CPU_BLOCKED_LAYOUT=True),
         TRAIN=C(
             LR_FACTOR=0.1,
             LR_STEP=[90, 110],

@@ -286,6 +286,8 @@ def validate_model(config, val_loader, val_dataset, model, criterion, output_dir
     device = _device_of(model)
     precision = precision or Precision(config, device)
     model.eval()
+    # built for this validation: the weights change between epochs
+    model = precision.inference_network(model, config.MODEL.IMAGE_SIZE)
     # the heatmaps go to a file per rank as they come, never all into memory
     parts = HeatmapParts(heatmaps_file, get_rank(), heatmaps_dtype) if heatmaps_file else None
     try:

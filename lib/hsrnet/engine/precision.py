@@ -1,5 +1,6 @@
-"""Mixed precision (AMP.ENABLED, AMP.DTYPE) and memory format (CHANNELS_LAST),
-with the CPU's own capabilities taken into account.
+"""Mixed precision (AMP.ENABLED, AMP.DTYPE) and memory format (CHANNELS_LAST,
+and SPEED.CPU_BLOCKED_LAYOUT for float32 inference on the CPU), with the CPU's
+own capabilities taken into account.
 
 - bfloat16 autocast is fast only where the CPU computes bfloat16 natively
   (AVX512-BF16 / AMX); on an AVX2-only CPU it is emulated and runs 10-20x slower
@@ -17,6 +18,8 @@ import logging
 import platform
 
 import torch
+
+from hsrnet.models.blocked_layout import blocked_layout_net
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +94,7 @@ class Precision:
                             'channels_last' if channels_last else 'contiguous layout')
         self.memory_format = (torch.channels_last if channels_last
                               else torch.contiguous_format)
+        self.blocked_layout = bool(cfg.SPEED.CPU_BLOCKED_LAYOUT)
         use_scaler = self.enabled and self.device_type == 'cuda' and self.dtype == torch.float16
         self.scaler = torch.amp.GradScaler('cuda', enabled=use_scaler)
 
@@ -103,6 +107,22 @@ class Precision:
 
     def prepare_model(self, model):
         return model.to(memory_format=self.memory_format)
+
+    def inference_network(self, model, image_size):
+        """The network that validation and inference call: with
+        SPEED.CPU_BLOCKED_LAYOUT, for float32 on the CPU in the contiguous layout,
+        the network in oneDNN's blocked layout (models.blocked_layout: the same
+        heatmaps bit for bit, checked on a probe batch; build it again when the
+        weights change); `model` itself otherwise. `model` must be in eval mode."""
+        if not (self.blocked_layout and self.device_type == 'cpu' and not self.enabled
+                and self.memory_format == torch.contiguous_format):
+            return model
+        blocked = blocked_layout_net(model, image_size)
+        if blocked is None:
+            return model
+        logger.info('SPEED.CPU_BLOCKED_LAYOUT: float32 inference in oneDNN\'s blocked layout '
+                    '(bit for bit the contiguous pass, checked on a probe batch)')
+        return blocked
 
     def prepare_input(self, images, device):
         return images.to(device, non_blocking=True).contiguous(memory_format=self.memory_format)

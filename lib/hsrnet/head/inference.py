@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from hsrnet.head.codec import HeatmapCodec, argmax_coords
+from hsrnet.models.blocked_layout import ATEN_ONEDNN_MIN_BATCH
 
 
 def get_max_preds(batch_heatmaps):
@@ -67,7 +68,7 @@ def predict_heatmaps(model, images, flip_pairs=None, shift_heatmap=False, precis
 
 # ATen runs a 1x1 convolution on one thread through its own GEMM path rather than
 # oneDNN's (other last bits) for batches under 16 (ConvParams::use_mkldnn).
-SIDE_BY_SIDE_MIN_BATCH = 16
+SIDE_BY_SIDE_MIN_BATCH = ATEN_ONEDNN_MIN_BATCH
 
 
 def _side_by_side(images, precision):

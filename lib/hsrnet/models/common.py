@@ -181,6 +181,9 @@ class PoseNet(nn.Module):
     depths = {}
     stage_names = ()
     imagenet_source = ''
+    # the forward code uses only convolutions, batch norm, ReLU, max pooling and
+    # additions, all of which run on oneDNN's blocked tensors (models.blocked_layout)
+    runs_in_blocked_layout = True
 
     def __init__(self, cfg):
         super().__init__()

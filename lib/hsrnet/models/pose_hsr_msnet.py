@@ -138,6 +138,7 @@ class PoseHSRMSNet(PoseHSRNet):
     name = 'pose_hsr_msnet'
     block = MultiScaleBottleneck
     dilated_block = DilatedMultiScaleBottleneck
+    runs_in_blocked_layout = False   # splits, concatenations, squeeze-excitation
 
     def layers_without_imagenet_counterpart(self):
         """The head, plus the split convs of the ResNet-stage blocks and of the first
