@@ -453,3 +453,20 @@ def test_detector_layout_flag(setup, tmp_path):
                             '--whole-image', '--detector-layout', 'yolo', *TINY_OPTS)
     assert_one_line_error(status, err, '--detector-layout yolo', '--detector')
     assert status == 2
+
+
+def test_estimator_uses_the_blocked_layout_with_the_same_heatmaps(setup):
+    """In the contiguous layout on the CPU, the API's network runs in oneDNN's
+    blocked layout (SPEED.CPU_BLOCKED_LAYOUT) and its heatmaps are those of the
+    contiguous pass, bit for bit."""
+    from hsrnet.models.blocked_layout import BlockedLayoutNet
+    contiguous = ['CPU_AUTO', 'false']
+    blocked = PoseEstimator(tiny_config(), setup['ckpt'], device='cpu', flip_test=True,
+                            opts=contiguous)
+    plain = PoseEstimator(tiny_config(), setup['ckpt'], device='cpu', flip_test=True,
+                          opts=contiguous + ['SPEED.CPU_BLOCKED_LAYOUT', 'false'])
+    assert isinstance(blocked.model, BlockedLayoutNet)
+    assert not isinstance(plain.model, BlockedLayoutNet)
+    width, height = blocked.image_size
+    crops = np.random.default_rng(3).standard_normal((18, 3, height, width)).astype(np.float32)
+    np.testing.assert_array_equal(blocked.heatmaps(crops), plain.heatmaps(crops))
