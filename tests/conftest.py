@@ -10,6 +10,16 @@ LIB = os.path.join(ROOT, 'lib')
 if LIB not in sys.path:
     sys.path.insert(0, LIB)
 
+def on_setup_torch():
+    """Whether this is the PyTorch that `make setup` installs (Makefile's
+    TORCH_VERSION): what the project's CPU-specific numerics were measured on."""
+    import re
+    import torch
+    with open(os.path.join(ROOT, 'Makefile')) as f:
+        version = re.search(r'^TORCH_VERSION\s*[:?]?=\s*(\S+)', f.read(), re.M).group(1)
+    return torch.__version__.split('+')[0] == version
+
+
 def load_script(path, name=None):
     """A script of pose_estimation/ or tools/ as a module: its folder goes on sys.path
     first, since each imports its path helper (_init_paths, _paths) from there."""

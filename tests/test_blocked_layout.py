@@ -6,6 +6,7 @@ import logging
 import pytest
 import torch
 
+from conftest import on_setup_torch
 from tiny_model import tiny_config, tiny_model
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(),
@@ -22,6 +23,20 @@ def _trained_looking(model, seed=5):
             elif name.endswith('running_var'):
                 buf.copy_(0.5 + torch.rand(buf.shape, generator=generator))
     return model.eval()
+
+
+def _convert(model, cfg):
+    """The blocked network. The batch-norm formula it relies on was measured on the
+    PyTorch that `make setup` installs (Makefile's TORCH_VERSION, CPU build): there
+    the probe must accept it; another build may round batch norm otherwise, which
+    the probe detects (the contiguous pass is kept): skipped there."""
+    from hsrnet.models.blocked_layout import blocked_layout_net
+    blocked = blocked_layout_net(model, cfg.MODEL.IMAGE_SIZE)
+    if blocked is None and not on_setup_torch():
+        pytest.skip('the probe keeps the contiguous pass on this PyTorch ({})'.format(
+            torch.__version__))
+    assert blocked is not None
+    return blocked
 
 
 def _images(cfg, n, seed=6):
@@ -47,11 +62,10 @@ def test_blocked_layout_gives_the_contiguous_heatmaps_bit_for_bit(opts):
     """On 1, 2 and 4 threads and batches of 1 to 20: the blocked network's heatmaps
     are the contiguous pass's, bit for bit; it runs blocked wherever that holds
     (batches of 2+ on 2+ threads, 16+ on one) and passes the rest to the original."""
-    from hsrnet.models.blocked_layout import blocked_layout_net, matches_contiguous_pass
+    from hsrnet.models.blocked_layout import matches_contiguous_pass
     cfg, model = tiny_model(7, *opts)
     model = _trained_looking(model)
-    blocked = blocked_layout_net(model, cfg.MODEL.IMAGE_SIZE)
-    assert blocked is not None
+    blocked = _convert(model, cfg)
     calls = []
     blocked.blocked.register_forward_pre_hook(lambda module, args: calls.append(1))
     images = _images(cfg, 20)
@@ -67,11 +81,10 @@ def test_blocked_layout_gives_the_contiguous_heatmaps_bit_for_bit(opts):
 
 
 def test_blocked_network_shares_the_weights_and_leaves_the_model_alone():
-    from hsrnet.models.blocked_layout import blocked_layout_net
     cfg, model = tiny_model(8)
     model = _trained_looking(model)
     keys = list(model.state_dict())
-    blocked = blocked_layout_net(model, cfg.MODEL.IMAGE_SIZE)
+    blocked = _convert(model, cfg)
     assert blocked.blocked.conv1.conv.weight is model.conv1.weight
     assert blocked.blocked.layer1[0].bn1.bn.running_var is model.layer1[0].bn1.running_var
     assert list(model.state_dict()) == keys
@@ -125,8 +138,9 @@ def test_precision_uses_the_blocked_layout_only_for_float32_contiguous_cpu():
              ('SPEED.CPU_BLOCKED_LAYOUT', 'false'): False,
              ('CHANNELS_LAST', 'true'): False,
              ('AMP.ENABLED', 'true', 'AMP.DTYPE', 'bfloat16'): False}
-    _, model = tiny_model(11)
+    cfg, model = tiny_model(11)
     model = _trained_looking(model)
+    _convert(model, cfg)   # (skips where the probe keeps the contiguous pass)
     for opts, expected in cases.items():
         cfg = tiny_config('CPU_AUTO', 'false', *opts)   # the demo yaml's CPU_AUTO: channels_last
         network = Precision(cfg, cpu, features).inference_network(model, cfg.MODEL.IMAGE_SIZE)
@@ -138,10 +152,9 @@ def test_flip_test_with_the_blocked_network_side_by_side():
     """valid.py's path: the flip test's passes side by side on one thread each,
     through the blocked network, give the sequential contiguous passes' heatmaps."""
     from hsrnet.head import inference
-    from hsrnet.models.blocked_layout import blocked_layout_net
     cfg, model = tiny_model(12)
     model = _trained_looking(model)
-    blocked = blocked_layout_net(model, cfg.MODEL.IMAGE_SIZE)
+    blocked = _convert(model, cfg)
     pairs = [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12], [13, 14], [15, 16]]
     images = _images(cfg, 18)
     with _Threads(2), torch.no_grad():

@@ -459,12 +459,15 @@ def test_estimator_uses_the_blocked_layout_with_the_same_heatmaps(setup):
     """In the contiguous layout on the CPU, the API's network runs in oneDNN's
     blocked layout (SPEED.CPU_BLOCKED_LAYOUT) and its heatmaps are those of the
     contiguous pass, bit for bit."""
+    from conftest import on_setup_torch
     from hsrnet.models.blocked_layout import BlockedLayoutNet
     contiguous = ['CPU_AUTO', 'false']
     blocked = PoseEstimator(tiny_config(), setup['ckpt'], device='cpu', flip_test=True,
                             opts=contiguous)
     plain = PoseEstimator(tiny_config(), setup['ckpt'], device='cpu', flip_test=True,
                           opts=contiguous + ['SPEED.CPU_BLOCKED_LAYOUT', 'false'])
+    if not isinstance(blocked.model, BlockedLayoutNet) and not on_setup_torch():
+        pytest.skip('the probe keeps the contiguous pass on this PyTorch')
     assert isinstance(blocked.model, BlockedLayoutNet)
     assert not isinstance(plain.model, BlockedLayoutNet)
     width, height = blocked.image_size
