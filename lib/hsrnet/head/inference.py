@@ -66,8 +66,8 @@ def predict_heatmaps(model, images, flip_pairs=None, shift_heatmap=False, precis
     return (heatmaps + mirrored) * 0.5
 
 
-# ATen runs a 1x1 convolution on one thread through its own GEMM path rather than
-# oneDNN's (other last bits) for batches under 16 (ConvParams::use_mkldnn).
+# one thread per pass keeps oneDNN's convolutions from this batch on (the reason:
+# models.blocked_layout.ATEN_ONEDNN_MIN_BATCH)
 SIDE_BY_SIDE_MIN_BATCH = ATEN_ONEDNN_MIN_BATCH
 
 

@@ -40,10 +40,6 @@ PROBE_BATCH = 2
 PROBE_MIN_SIDE = 64
 
 
-def onednn_available():
-    return torch.backends.mkldnn.is_available()
-
-
 class BlockedConv2d(nn.Module):
     """A Conv2d on blocked tensors (oneDNN's own kernel, the weight reordered once);
     dense inputs go to the original module."""
@@ -160,7 +156,7 @@ def _convert(model):
 
 def why_not_blocked(model):
     """None if `model` can run in the blocked layout, else the reason (a phrase)."""
-    if not onednn_available():
+    if not torch.backends.mkldnn.is_available():
         return 'this PyTorch build has no oneDNN'
     if not getattr(model, 'runs_in_blocked_layout', False):
         return '{} uses operations without a blocked kernel'.format(
